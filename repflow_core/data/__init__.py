@@ -1,0 +1,1 @@
+"""Datasets, video decoding, clip sampling and transforms."""
