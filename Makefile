@@ -1,0 +1,31 @@
+# Quick start on a fresh machine:  make demo   (set up, then run the demo)
+#                                  make test   (set up, then run the whole test suite)
+PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+DEMO_SECONDS ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean help
+
+help:
+	@echo "make setup | make demo [DEMO_SECONDS=60] | make test [PYTEST_ARGS=...] | make bench | make clean"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-ros.txt requirements-dev.txt tools/setup_env.sh
+	bash tools/setup_env.sh "$(PY)" "$(VENV)"
+	@touch $(STAMP)
+
+test: setup
+	$(VPY) -m pytest -q test $(PYTEST_ARGS)
+
+demo: setup
+	$(VPY) -m repflow_ros.demo --seconds $(DEMO_SECONDS)
+
+bench: setup
+	$(VPY) -m repflow_core.bench
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache

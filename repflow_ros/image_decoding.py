@@ -1,0 +1,419 @@
+"""sensor_msgs ``Image`` / ``CompressedImage`` <-> RGB uint8 ``(H, W, 3)`` numpy arrays, without needing cv_bridge.
+
+Decoding
+--------
+``ImageDecoder`` uses cv_bridge when it can be imported (a ROS 2 install / workspace provides it; PyPI's ``cv-bridge``
+is a ROS 1 port and must not be used) and otherwise the built-in decoder of this module, which needs only numpy and
+OpenCV. The decode functions are duck-typed: they read only the message fields (``height``, ``width``, ``encoding``,
+``is_bigendian``, ``step``, ``data`` / ``format``, ``data``), so any object with those attributes works.
+
+Built-in decoder behaviour (documented choices):
+
+* Encodings (:data:`SUPPORTED_ENCODINGS`): ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` (alpha dropped), ``mono8``,
+  ``mono16``, the packed 4:2:2 YUV formats ``yuv422`` / ``uyvy`` (byte order U Y0 V Y1, which is what ROS
+  ``image_encodings::YUV422`` means) and ``yuv422_yuy2`` / ``yuyv`` (Y0 U Y1 V), converted with OpenCV's BT.601
+  limited-range formulas. The OpenCV type names ``8UC1`` / ``8UC3`` / ``8UC4`` are accepted as ``mono8`` / ``bgr8`` /
+  ``bgra8`` (the same assumption cv_bridge makes: 3-channel OpenCV images are BGR). Packed YUV needs an even
+  width (odd -> ``bad_step``).
+  Encoding names are matched case-insensitively.
+* ``mono16`` is reduced to 8 bit by keeping the high byte (``>> 8``), a fixed mapping so brightness does not flicker
+  from frame to frame as a per-frame min-max stretch would. A camera that uses only the low bits of the 16 (e.g. 10
+  or 12 bit sensors) will therefore look dark; ``is_bigendian`` selects the byte order of the samples.
+* Row padding: ``step`` (bytes per row) may exceed ``width * bytes_per_pixel``; the padding is skipped. The data must
+  hold at least ``height * step`` bytes (extra trailing bytes are ignored). ``step < width * bytes_per_pixel`` is an
+  error (``bad_step``), including ``step == 0``.
+* The result is always a fresh, C-contiguous, writable array that does not alias the message buffer.
+
+Errors are :class:`ImageDecodeError` (a ``ValueError``) whose ``cause`` is one of the stable keys in
+:data:`DECODE_ERROR_CAUSES`, meant for counting dropped frames by reason.
+
+Compressed images go through ``cv2.imdecode`` (JPEG, PNG and whatever else the OpenCV build reads; the codec is
+detected from the bytes, the ``format`` string such as ``"jpeg"``, ``"png"`` or ``"rgb8; jpeg compressed bgr8"`` is
+only checked for ``compressedDepth``, which is rejected as unsupported: it carries a depth header before the PNG).
+
+Encoding
+--------
+``rgb_to_image_msg`` / ``rgb_to_compressed_msg`` build messages for debug-image publishing and the demo camera.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "SUPPORTED_ENCODINGS",
+    "DECODE_ERROR_CAUSES",
+    "ImageDecodeError",
+    "ImageDecoder",
+    "cv_bridge_available",
+    "decode_image",
+    "decode_compressed_image",
+    "resize_rgb",
+    "rgb_to_image_msg",
+    "rgb_to_compressed_msg",
+]
+
+#: Encodings the built-in decoder reads (``Image.encoding``, matched case-insensitively).
+SUPPORTED_ENCODINGS: Tuple[str, ...] = (
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "mono16",
+    "yuv422",
+    "uyvy",
+    "yuv422_yuy2",
+    "yuyv",
+    "8UC1",
+    "8UC3",
+    "8UC4",
+)
+
+#: Every value ``ImageDecodeError.cause`` can take.
+DECODE_ERROR_CAUSES: Tuple[str, ...] = (
+    "empty",
+    "unsupported_encoding",
+    "bad_step",
+    "truncated",
+    "compressed_decode_failed",
+)
+
+# encoding (lower case) -> (bytes per pixel, canonical name)
+_ENCODING_INFO = {
+    "rgb8": (3, "rgb8"),
+    "bgr8": (3, "bgr8"),
+    "rgba8": (4, "rgba8"),
+    "bgra8": (4, "bgra8"),
+    "mono8": (1, "mono8"),
+    "mono16": (2, "mono16"),
+    "yuv422": (2, "uyvy"),
+    "uyvy": (2, "uyvy"),
+    "yuv422_yuy2": (2, "yuyv"),
+    "yuyv": (2, "yuyv"),
+    "8uc1": (1, "mono8"),
+    "8uc3": (3, "bgr8"),
+    "8uc4": (4, "bgra8"),
+}
+
+_CVT_TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuyv": cv2.COLOR_YUV2RGB_YUYV,
+}
+
+# OpenCV >= 4.11 can decode straight to RGB; older builds decode to BGR and we convert.
+_IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+class ImageDecodeError(ValueError):
+    """A frame that cannot be decoded. ``cause`` is a short stable key (see :data:`DECODE_ERROR_CAUSES`)."""
+
+    def __init__(self, cause: str, message: str):
+        super().__init__(message)
+        self.cause = cause
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# cv_bridge (optional)
+
+
+@functools.lru_cache(maxsize=1)
+def _cv_bridge_class():
+    """The ``cv_bridge.CvBridge`` class, or None when cv_bridge cannot be imported. Probed once (cached)."""
+    try:
+        from cv_bridge import CvBridge  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    except Exception:  # a broken install (e.g. missing shared library raising OSError) counts as absent
+        return None
+    return CvBridge
+
+
+def cv_bridge_available() -> bool:
+    """Whether cv_bridge can be imported here (the result is cached after the first call)."""
+    return _cv_bridge_class() is not None
+
+
+class ImageDecoder:
+    """Decodes ``Image`` / ``CompressedImage`` messages to RGB uint8 ``(H, W, 3)``.
+
+    ``backend`` is ``"cv_bridge"`` when ``prefer_cv_bridge`` is true and cv_bridge is importable, else ``"builtin"``.
+    With cv_bridge, a message it fails on is retried with the built-in decoder, so errors always come out as
+    :class:`ImageDecodeError` with a precise ``cause``. Note that cv_bridge scales ``mono16`` by 255/65535 where the
+    built-in decoder keeps the high byte; the results differ by at most one grey level.
+    """
+
+    def __init__(self, prefer_cv_bridge: bool = True):
+        bridge_cls = _cv_bridge_class() if prefer_cv_bridge else None
+        self._bridge = bridge_cls() if bridge_cls is not None else None
+        self.backend = "cv_bridge" if self._bridge is not None else "builtin"
+
+    def decode(self, msg: Any) -> np.ndarray:
+        """Decode a raw ``sensor_msgs/Image``."""
+        if self._bridge is not None:
+            try:
+                img = self._bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+                return _as_owned_rgb(img)
+            except Exception:
+                pass  # fall through: the built-in decoder either handles it or says precisely why not
+        return decode_image(msg)
+
+    def decode_compressed(self, msg: Any) -> np.ndarray:
+        """Decode a ``sensor_msgs/CompressedImage``."""
+        if self._bridge is not None:
+            try:
+                bgr = self._bridge.compressed_imgmsg_to_cv2(msg)
+                if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
+                    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if bgr is not None and bgr.ndim == 2 and bgr.dtype == np.uint8:
+                    return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+            except Exception:
+                pass
+        return decode_compressed_image(msg)
+
+    def __call__(self, msg: Any) -> np.ndarray:
+        """Decode either message type (a ``format`` attribute marks a CompressedImage)."""
+        if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+            return self.decode_compressed(msg)
+        return self.decode(msg)
+
+
+def _as_owned_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    if img.base is not None or not img.flags.c_contiguous or not img.flags.writeable:
+        img = np.array(img, order="C", copy=True)
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# built-in decoder
+
+
+def _buffer_bytes(data: Any) -> np.ndarray:
+    """A 1-D uint8 view of ``data`` (array.array('B'), bytes, bytearray, memoryview, numpy array) without per-element
+    Python work; a list / tuple of ints (rare) is converted once with numpy."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError:  # not a buffer (list, tuple, ...)
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def _supported_list() -> str:
+    return ", ".join(SUPPORTED_ENCODINGS)
+
+
+def decode_image(msg: Any) -> np.ndarray:
+    """Decode a raw ``sensor_msgs/Image`` (or any object with its fields) to RGB uint8 ``(H, W, 3)``.
+
+    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding``, ``bad_step`` or ``truncated``).
+    """
+    height = int(msg.height)
+    width = int(msg.width)
+    encoding = str(msg.encoding)
+    step = int(msg.step)
+    data = msg.data
+
+    if height <= 0 or width <= 0 or data is None or len(data) == 0:
+        raise ImageDecodeError(
+            "empty", f"empty image: {width}x{height} {encoding!r} with {0 if data is None else len(data)} bytes"
+        )
+    info = _ENCODING_INFO.get(encoding.lower())
+    if info is None:
+        raise ImageDecodeError(
+            "unsupported_encoding", f"unsupported encoding {encoding!r} (supported: {_supported_list()})"
+        )
+    bpp, canonical = info
+    if canonical in ("uyvy", "yuyv") and width % 2:
+        raise ImageDecodeError("bad_step", f"{encoding!r} needs an even width (pixel pairs share U/V), got {width}")
+
+    row_bytes = width * bpp
+    if step < row_bytes:
+        raise ImageDecodeError(
+            "bad_step",
+            f"bad step {step} for {encoding!r}: rows need at least width {width} x {bpp} bytes/pixel = {row_bytes}",
+        )
+
+    buf = _buffer_bytes(data)
+    needed = height * step
+    if buf.size < needed:
+        raise ImageDecodeError(
+            "truncated",
+            f"truncated image: data has {buf.size} bytes, expected {height} rows x step {step} = {needed}",
+        )
+
+    rows = buf[:needed].reshape(height, step)[:, :row_bytes]  # a view; padding skipped
+
+    if canonical == "rgb8":
+        return np.array(rows.reshape(height, width, 3), order="C", copy=True)
+    if canonical == "mono16":
+        # value >> 8 is the sample's most significant byte: the first byte of each pair when big-endian.
+        high = rows[:, 0::2] if msg.is_bigendian else rows[:, 1::2]
+        return cv2.cvtColor(np.ascontiguousarray(high), cv2.COLOR_GRAY2RGB)
+    if canonical == "mono8":
+        return cv2.cvtColor(np.ascontiguousarray(rows), cv2.COLOR_GRAY2RGB)
+    channels = 2 if canonical in ("uyvy", "yuyv") else bpp
+    return cv2.cvtColor(rows.reshape(height, width, channels), _CVT_TO_RGB[canonical])
+
+
+def decode_compressed_image(msg: Any) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG / PNG / ...) to RGB uint8 ``(H, W, 3)``.
+
+    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding`` for ``compressedDepth``, or
+    ``compressed_decode_failed``).
+    """
+    fmt = str(getattr(msg, "format", "") or "")
+    if "compresseddepth" in fmt.lower():
+        raise ImageDecodeError(
+            "unsupported_encoding", f"unsupported compressed format {fmt!r} (compressedDepth is not a colour image)"
+        )
+    data = msg.data
+    if data is None or len(data) == 0:
+        raise ImageDecodeError("empty", f"empty compressed image (format {fmt!r})")
+    buf = _buffer_bytes(data)
+    flag = _IMREAD_COLOR_RGB if _IMREAD_COLOR_RGB is not None else cv2.IMREAD_COLOR
+    try:
+        img = cv2.imdecode(buf, flag)
+    except cv2.error as exc:
+        raise ImageDecodeError(
+            "compressed_decode_failed", f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes): {exc}"
+        ) from exc
+    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
+        raise ImageDecodeError(
+            "compressed_decode_failed", f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes)"
+        )
+    if _IMREAD_COLOR_RGB is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# resizing
+
+
+def resize_rgb(img: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """Resize an image to ``(height, width)``: ``INTER_AREA`` when either side shrinks (no aliasing), ``INTER_LINEAR``
+    when only enlarging. Returns the input unchanged when it already has that size."""
+    out_h, out_w = (int(v) for v in size_hw)
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"size_hw must be positive, got {size_hw!r}")
+    in_h, in_w = img.shape[:2]
+    if (in_h, in_w) == (out_h, out_w):
+        return img
+    interp = cv2.INTER_AREA if (out_h < in_h or out_w < in_w) else cv2.INTER_LINEAR
+    return cv2.resize(img, (out_w, out_h), interpolation=interp)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# encoding (debug images, demo camera)
+
+
+def _make_header(stamp: Any, frame_id: str):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    header = Header()
+    header.frame_id = str(frame_id)
+    if stamp is None:
+        return header
+    if isinstance(stamp, Time):
+        header.stamp = stamp
+    elif hasattr(stamp, "to_msg"):  # rclpy.time.Time
+        header.stamp = stamp.to_msg()
+    elif hasattr(stamp, "sec") and hasattr(stamp, "nanosec"):
+        header.stamp = Time(sec=int(stamp.sec), nanosec=int(stamp.nanosec))
+    else:  # seconds as a number
+        seconds = float(stamp)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"stamp must be a finite, non-negative number of seconds, got {stamp!r}")
+        sec = int(math.floor(seconds))
+        nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
+        header.stamp = Time(sec=sec, nanosec=nanosec)
+    return header
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    return rgb
+
+
+_IMAGE_MSG_ENCODINGS = ("rgb8", "bgr8", "mono8")
+
+
+def rgb_to_image_msg(rgb: np.ndarray, stamp: Any = None, frame_id: str = "", encoding: str = "rgb8"):
+    """Build a ``sensor_msgs/Image`` from an RGB uint8 ``(H, W, 3)`` array, tightly packed (``step = width * bpp``).
+
+    ``encoding`` is ``rgb8``, ``bgr8`` or ``mono8``. ``stamp`` may be None (zero), a ``builtin_interfaces/Time``, an
+    ``rclpy.time.Time`` or seconds as a float.
+    """
+    from sensor_msgs.msg import Image
+    import array
+
+    rgb = _check_rgb(rgb)
+    if encoding == "rgb8":
+        pixels = rgb
+    elif encoding == "bgr8":
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    elif encoding == "mono8":
+        pixels = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    else:
+        raise ValueError(f"unsupported output encoding {encoding!r} (supported: {', '.join(_IMAGE_MSG_ENCODINGS)})")
+    pixels = np.ascontiguousarray(pixels)
+    height, width = pixels.shape[:2]
+
+    msg = Image()
+    msg.header = _make_header(stamp, frame_id)
+    msg.height = int(height)
+    msg.width = int(width)
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(pixels.strides[0])
+    # array.array is assigned as-is by the generated setter (a list/bytes would be range-checked element by element).
+    msg.data = array.array("B", pixels.tobytes())
+    return msg
+
+
+def rgb_to_compressed_msg(
+    rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90, stamp: Any = None, frame_id: str = ""
+):
+    """Build a ``sensor_msgs/CompressedImage`` (``fmt`` ``"jpeg"`` or ``"png"``) from an RGB uint8 array.
+
+    The ``format`` field follows compressed_image_transport (``"rgb8; jpeg compressed bgr8"``), which
+    ``image_transport`` republishers and this module's decoder both read. ``quality`` is the JPEG quality (1-100);
+    for PNG it is ignored (default compression level).
+    """
+    from sensor_msgs.msg import CompressedImage
+    import array
+
+    rgb = _check_rgb(rgb)
+    kind = fmt.lower().strip()
+    if kind in ("jpeg", "jpg"):
+        ext, kind = ".jpg", "jpeg"
+        params = [int(cv2.IMWRITE_JPEG_QUALITY), int(min(max(int(quality), 1), 100))]
+    elif kind == "png":
+        ext, params = ".png", []
+    else:
+        raise ValueError(f"unsupported compressed format {fmt!r} (supported: jpeg, png)")
+    ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as {kind}")
+
+    msg = CompressedImage()
+    msg.header = _make_header(stamp, frame_id)
+    msg.format = f"rgb8; {kind} compressed bgr8"
+    msg.data = array.array("B", encoded.tobytes())
+    return msg
