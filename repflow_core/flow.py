@@ -9,9 +9,9 @@ Conventions (pinned by tests):
 - Output ``(B, 2C, T-1, H, W)`` = ``torch.cat([u_x, u_y], 1)``: all x-flows, then all y-flows.
 - x runs along W (columns), y along H (rows). ``u`` is the displacement of content from frame t to t+1:
   positive x means content moving to the right (increasing column), positive y means moving down.
-- Flow is computed per channel: the same small kernels are applied to every channel separately (a
-  depthwise convolution). We fold channels into the batch dimension, which is the same operation as a
-  grouped convolution with ``groups=C`` and shared weights, without the grouped-conv overhead.
+- Flow is computed per channel: the same small kernels are applied to every channel separately, as a
+  grouped (depthwise) convolution with ``groups=C``. (Folding channels into the batch and running a
+  1-channel convolution is the same operation but 2.4x slower on the CPU here.)
 
 Choices where the paper is silent or ambiguous (documented here because they change numbers):
 - Gradient kernels are applied as cross-correlations oriented so they give the *true* derivative
@@ -134,25 +134,29 @@ class RepresentationFlow(nn.Module):
     def extra_repr(self) -> str:
         return f"channels={self.channels}, iterations={self.iterations}, gradient={self.gradient!r}"
 
-    # --- spatial operators on (N, 1, H, W) -----------------------------------------------------------
+    # --- spatial operators on (N, C, H, W): one shared kernel applied to each channel ----------------
+    @staticmethod
+    def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        return F.conv2d(x, kernel.expand(channels, 1, -1, -1), groups=channels)
+
     def _image_gradient(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 8 (or central differences): gradient of F2 with replicate padding."""
         kh, kw = self.image_grad_x.shape[-2:]
-        gx = F.conv2d(F.pad(img, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate"), self.image_grad_x)
+        gx = self._depthwise(F.pad(img, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate"), self.image_grad_x)
         kh, kw = self.image_grad_y.shape[-2:]
-        gy = F.conv2d(F.pad(img, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate"), self.image_grad_y)
+        gy = self._depthwise(F.pad(img, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate"), self.image_grad_y)
         return gx, gy
 
     def _flow_gradient(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 (Sobel) or forward differences with 0 at the last column/row (central mode)."""
         if self.gradient == "sobel":
-            ux = F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), self.flow_grad_x)
-            uy = F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), self.flow_grad_y)
-        else:
-            # Padding the far side with zeros would give -u[last]; the forward difference is defined as 0
-            # there (Neumann boundary), which is what makes the divergence its exact negative adjoint.
-            ux = F.pad(F.conv2d(u, self.flow_grad_x), (0, 1, 0, 0))
-            uy = F.pad(F.conv2d(u, self.flow_grad_y), (0, 0, 0, 1))
+            padded = F.pad(u, (1, 1, 1, 1), mode="replicate")
+            return self._depthwise(padded, self.flow_grad_x), self._depthwise(padded, self.flow_grad_y)
+        # Padding the far side with zeros would give -u[last]; the forward difference is defined as 0
+        # there (Neumann boundary), which is what makes the divergence its exact negative adjoint.
+        ux = F.pad(self._depthwise(u, self.flow_grad_x), (0, 1, 0, 0))
+        uy = F.pad(self._depthwise(u, self.flow_grad_y), (0, 0, 0, 1))
         return ux, uy
 
     def _divergence(self, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -161,11 +165,11 @@ class RepresentationFlow(nn.Module):
         In ``central`` mode the last column of p_x (last row of p_y) is always 0, because the forward
         difference of u is 0 there, so this also equals the adjoint form with d[-1] = -p[-2].
         """
-        return F.conv2d(F.pad(px, (1, 0, 0, 0)), self.div_x) + F.conv2d(F.pad(py, (0, 0, 1, 0)), self.div_y)
+        return self._depthwise(F.pad(px, (1, 0, 0, 0)), self.div_x) + self._depthwise(F.pad(py, (0, 0, 1, 0)), self.div_y)
 
     # --- Algorithm 1 --------------------------------------------------------------------------------
     def flow_pairs(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run Algorithm 1 on image pairs ``f1, f2`` of shape (N, 1, H, W); returns (u_x, u_y)."""
+        """Run Algorithm 1 on feature pairs ``f1, f2`` of shape (N, C, H, W); returns (u_x, u_y)."""
         eps = self.eps
         theta, lam, tau = self.theta, self.lam, self.tau
         lam_theta = lam * theta
@@ -210,10 +214,10 @@ class RepresentationFlow(nn.Module):
             raise ValueError(f"RepresentationFlow built for {self.channels} channels, got {c}")
         if t < 2:
             raise ValueError(f"RepresentationFlow needs at least 2 frames, got T={t}")
-        # (B, C, T, H, W) -> (B, T, C, H, W) so that each (frame pair, channel) is one image.
+        # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*(T-1), C, H, W): one row per frame pair.
         frames = x.transpose(1, 2)
-        f1 = frames[:, :-1].reshape(-1, 1, h, w)
-        f2 = frames[:, 1:].reshape(-1, 1, h, w)
+        f1 = frames[:, :-1].reshape(-1, c, h, w)
+        f2 = frames[:, 1:].reshape(-1, c, h, w)
         ux, uy = self.flow_pairs(f1, f2)
         ux = ux.view(b, t - 1, c, h, w)
         uy = uy.view(b, t - 1, c, h, w)
