@@ -7,10 +7,10 @@ STAMP := $(VENV)/.setup-stamp
 DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench clean help
+.PHONY: setup test demo bench bench-ros clean help
 
 help:
-	@echo "make setup | make demo [DEMO_SECONDS=60] | make test [PYTEST_ARGS=...] | make bench | make clean"
+	@echo "make setup | make demo [DEMO_SECONDS=60] | make test [PYTEST_ARGS=...] | make bench | make bench-ros | make clean"
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ demo: setup
 
 bench: setup
 	$(VPY) -m repflow_core.bench
+
+bench-ros: setup
+	$(VPY) -m repflow_ros.bench
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache

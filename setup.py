@@ -25,7 +25,6 @@ setup(
     maintainer_email="maintainers@repflow.invalid",
     description="Action recognition for robots with representation flow (ROS 2 node + PyTorch core).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "recognizer_node = repflow_ros.recognizer_node:main",
