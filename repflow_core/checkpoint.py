@@ -139,6 +139,10 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since PyTorch 1.6; anything else is damaged or not ours.
+        raise CheckpointError(f"not a readable checkpoint file: {path} (not a PyTorch archive: corrupt, truncated "
+                              "or another format)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

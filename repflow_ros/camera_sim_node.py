@@ -1,0 +1,359 @@
+"""Demo camera: publishes synthetic action clips or a video file as a ROS 2 camera would.
+
+Node ``camera_sim`` (console script ``camera_sim``; also ``python -m repflow_ros.camera_sim_node``).
+
+Topics (relative, so ``-r image:=/camera/image_raw`` remaps them like a camera driver's):
+
+* ``image`` (sensor_msgs/Image, ``rgb8`` or ``bgr8``), stamped with the node clock at publish time, ``frame_id``
+  from the parameter of that name.
+* ``image/compressed`` (sensor_msgs/CompressedImage, JPEG) when ``compressed`` is true, same stamp.
+* ``~/ground_truth`` (std_msgs/String, JSON ``{"action", "stamp", "clip_index", "frame_index", "seq"}``) for
+  every published frame: the true action of that frame, for scoring a recognizer (``repflow_ros.demo``).
+  ``stamp`` is the image stamp in float seconds (``sec + nanosec * 1e-9``).
+
+QoS: RELIABLE, KEEP_LAST 10, as most camera drivers publish; a BEST_EFFORT (sensor data) subscriber matches it.
+
+Sources (parameter ``source``):
+
+* ``synthetic`` (default): clips of ``clip_frames`` frames rendered with
+  :func:`repflow_core.data.synthetic.render_clip`, one per action, in a random order per pass (drawn from
+  ``seed``), restricted to ``actions`` when given. The next clip is rendered by a background thread while the
+  current one is being published, so rendering never delays a frame.
+* a path to a video file (or a frame folder) read with :func:`repflow_core.data.video_io.read_video`; its ground
+  truth is the ``label`` parameter (default ``unknown``). A missing or unreadable file is reported and the process
+  exits with status 1.
+
+Frames are resized to ``width`` x ``height`` (0 keeps a video's own size). With ``loop`` false the node publishes
+one pass (every action once, or the video once) and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+NODE_NAME = "camera_sim"
+DEFAULT_FPS = 30.0
+DEFAULT_WIDTH = 320
+DEFAULT_HEIGHT = 240
+DEFAULT_CLIP_FRAMES = 64
+ENCODINGS = ("rgb8", "bgr8")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be used (missing/corrupt video, unknown action, bad size); the message says why."""
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # uint8 (T, H, W, 3) RGB
+    action: str
+    clip_index: int
+
+
+def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    if width <= 0 or height <= 0 or frames.shape[1:3] == (height, width):
+        return np.ascontiguousarray(frames)
+    interp = cv2.INTER_AREA if frames.shape[2] > width else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
+
+
+def synthetic_action_order(actions: Sequence[str], seed: int, passes: Optional[int] = None) -> Iterator[str]:
+    """Every action once per pass, each pass in a fresh random order drawn from ``seed`` (deterministic)."""
+    rng = random.Random(seed)
+    done = 0
+    while passes is None or done < passes:
+        order = list(actions)
+        rng.shuffle(order)
+        yield from order
+        done += 1
+
+
+class SyntheticSource:
+    """Renders clips ahead of time in a daemon thread (queue of ``ahead`` clips)."""
+
+    def __init__(self, actions: Sequence[str], clip_frames: int, width: int, height: int, seed: int,
+                 loop: bool, ahead: int = 2):
+        from repflow_core.data import synthetic
+
+        if width <= 0 or height <= 0:
+            raise SourceError(f"the synthetic source needs a positive width and height, got {width}x{height}")
+        if clip_frames < 1:
+            raise SourceError(f"clip_frames must be >= 1, got {clip_frames}")
+        known = tuple(synthetic.ACTIONS)
+        chosen = [a for a in actions if a] or list(known)
+        unknown = [a for a in chosen if a not in known]
+        if unknown:
+            raise SourceError(f"unknown action(s) {unknown}; known actions: {', '.join(known)}")
+        self._render = synthetic.render_clip
+        self.actions = chosen
+        self._clip_frames = int(clip_frames)
+        self._size = (int(height), int(width))
+        self._seed = int(seed)
+        self._order = synthetic_action_order(chosen, seed, passes=None if loop else 1)
+        self._queue: "queue.Queue[Optional[Clip]]" = queue.Queue(maxsize=max(1, ahead))
+        self._stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="camera_sim_render", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for index, action in enumerate(self._order):
+                clip_seed = (self._seed * 1_000_003 + index) % (2**31 - 1)
+                frames = np.asarray(self._render(action, self._clip_frames, size=self._size, seed=clip_seed))
+                clip = Clip(np.ascontiguousarray(frames, dtype=np.uint8), action, index)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(clip, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # reported by next_clip() in the publishing thread
+            self.error = exc
+        self._put_end()
+
+    def _put_end(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(None, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def next_clip(self, timeout: float = 10.0) -> Optional[Clip]:
+        """The next clip, or None at the end of a non-looping pass. Raises if rendering failed."""
+        clip = self._queue.get(timeout=timeout)
+        if clip is None and self.error is not None:
+            raise SourceError(f"rendering a synthetic clip failed: {self.error!r}") from self.error
+        return clip
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class VideoSource:
+    """A decoded video file played as one clip per pass."""
+
+    def __init__(self, path: str, width: int, height: int, label: str, loop: bool):
+        from repflow_core.data.video_io import VideoReadError, read_video
+
+        if not os.path.exists(path):
+            raise SourceError(f"video source not found: {path}")
+        try:
+            frames = read_video(path)
+        except VideoReadError as exc:
+            raise SourceError(f"cannot read video source {path}: {exc}") from exc
+        except Exception as exc:  # OpenCV errors on damaged files
+            raise SourceError(f"cannot read video source {path}: {exc!r}") from exc
+        if frames.ndim != 4 or frames.shape[0] == 0:
+            raise SourceError(f"video source {path} has no decodable frames")
+        self.frames = _resize_frames(frames, width, height)
+        self.label = label or "unknown"
+        self._loop = loop
+        self._index = 0
+        self.actions = [self.label]
+
+    def next_clip(self, timeout: float = 0.0) -> Optional[Clip]:
+        if self._index > 0 and not self._loop:
+            return None
+        clip = Clip(self.frames, self.label, self._index)
+        self._index += 1
+        return clip
+
+    def close(self) -> None:
+        pass
+
+
+def stamp_to_seconds(stamp) -> float:
+    """builtin_interfaces/Time -> float seconds, the one conversion used for ground truth and predictions."""
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def _make_node_class():
+    # Deferred so that importing this module (e.g. for synthetic_action_order) does not need rclpy.
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import String
+
+    from .image_decoding import rgb_to_compressed_msg, rgb_to_image_msg
+
+    def desc(text, **kw):
+        return ParameterDescriptor(description=text, **kw)
+
+    class CameraSimNode(Node):
+        def __init__(self, **kwargs):
+            super().__init__(NODE_NAME, **kwargs)
+            p = self.declare_parameter
+            p("source", "synthetic", desc("'synthetic' (rendered action clips) or a path to a video file / frame folder"))
+            p("fps", DEFAULT_FPS, desc("publish rate in frames per second",
+                                       floating_point_range=[FloatingPointRange(from_value=0.1, to_value=1000.0)]))
+            p("width", DEFAULT_WIDTH, desc("image width in pixels (0: a video's own width)",
+                                           integer_range=[IntegerRange(from_value=0, to_value=8192)]))
+            p("height", DEFAULT_HEIGHT, desc("image height in pixels (0: a video's own height)",
+                                             integer_range=[IntegerRange(from_value=0, to_value=8192)]))
+            p("encoding", "rgb8", desc("sensor_msgs/Image encoding: rgb8 or bgr8"))
+            p("compressed", False, desc("also publish JPEG sensor_msgs/CompressedImage on image/compressed"))
+            p("jpeg_quality", 90, desc("JPEG quality of image/compressed",
+                                       integer_range=[IntegerRange(from_value=1, to_value=100)]))
+            p("frame_id", "camera_frame", desc("header.frame_id of the published images"))
+            p("clip_frames", DEFAULT_CLIP_FRAMES, desc("frames per synthetic action clip",
+                                                       integer_range=[IntegerRange(from_value=1, to_value=100000)]))
+            p("seed", 0, desc("seed of the synthetic action order and clip rendering"))
+            p("actions", Parameter.Type.STRING_ARRAY,
+              desc("synthetic actions to cycle through (default: all of repflow_core.data.synthetic.ACTIONS)"))
+            p("label", "unknown", desc("ground-truth action published for a video-file source"))
+            p("loop", True, desc("loop forever; false: publish one pass (every action once / the video once), exit 0"))
+            p("wait_for_subscribers", 0, desc("wait until this many subscribers are matched on 'image' before "
+                                              "publishing (0: publish at once, as a camera does)",
+                                              integer_range=[IntegerRange(from_value=0, to_value=1000)]))
+            g = self.get_parameter
+            self.fps = float(g("fps").value)
+            self.encoding = str(g("encoding").value).lower()
+            if self.encoding not in ENCODINGS:
+                raise SourceError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+            self.frame_id = str(g("frame_id").value)
+            self.compressed = bool(g("compressed").value)
+            self.jpeg_quality = int(g("jpeg_quality").value)
+            self.loop = bool(g("loop").value)
+            self.wait_for_subscribers = int(g("wait_for_subscribers").value)
+            source = str(g("source").value).strip()
+            width, height = int(g("width").value), int(g("height").value)
+            actions = list(self.get_parameter_or("actions", Parameter("actions", Parameter.Type.STRING_ARRAY, []))
+                           .value or [])
+            if source in ("", "synthetic", "sim"):
+                self.source = SyntheticSource(actions, int(g("clip_frames").value), width, height,
+                                              int(g("seed").value), self.loop)
+                what = f"synthetic actions {self.source.actions}, {int(g('clip_frames').value)} frames per clip"
+            else:
+                self.source = VideoSource(os.path.expanduser(source), width, height, str(g("label").value),
+                                          self.loop)
+                what = f"video {source} ({len(self.source.frames)} frames)"
+
+            qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+            self.image_pub = self.create_publisher(Image, "image", qos)
+            self.compressed_pub = (self.create_publisher(CompressedImage, "image/compressed", qos)
+                                   if self.compressed else None)
+            self.truth_pub = self.create_publisher(String, "~/ground_truth", QoSProfile(
+                reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100))
+            self._rgb_to_image_msg = rgb_to_image_msg
+            self._rgb_to_compressed_msg = rgb_to_compressed_msg
+            self._String = String
+
+            self.clip: Optional[Clip] = None
+            self.frame_index = 0
+            self.published = 0
+            self.finished = False
+            self.exit_code = 0
+            self._started = self.wait_for_subscribers == 0
+            self._matched_at: Optional[float] = None
+            self.timer = self.create_timer(1.0 / self.fps, self._tick)
+            self.get_logger().info(
+                f"publishing {what} at {self.fps:g} fps as {self.encoding} on "
+                f"{self.image_pub.topic_name}{' (+ compressed)' if self.compressed else ''}, "
+                f"ground truth on {self.truth_pub.topic_name}, loop={self.loop}")
+
+        def _ready(self) -> bool:
+            if self._started:
+                return True
+            if self.image_pub.get_subscription_count() >= self.wait_for_subscribers:
+                now = time.monotonic()
+                if self._matched_at is None:
+                    self._matched_at = now
+                # a short grace so that the subscriber side has matched us as well (reliable delivery)
+                if now - self._matched_at >= 0.3:
+                    self._started = True
+                    self.get_logger().info("subscribers matched, publishing")
+            return self._started
+
+        def _next_frame(self):
+            while self.clip is None or self.frame_index >= len(self.clip.frames):
+                self.clip = self.source.next_clip()
+                self.frame_index = 0
+                if self.clip is None:
+                    return None
+            frame = self.clip.frames[self.frame_index]
+            self.frame_index += 1
+            return frame
+
+        def _tick(self) -> None:
+            if self.finished or not self._ready():
+                return
+            try:
+                frame = self._next_frame()
+            except Exception as exc:
+                self.get_logger().error(str(exc))
+                self.exit_code, self.finished = 1, True
+                return
+            if frame is None:
+                self.get_logger().info(f"one pass done ({self.published} frames published), exiting")
+                self.finished = True
+                return
+            stamp = self.get_clock().now().to_msg()
+            self.image_pub.publish(self._rgb_to_image_msg(frame, stamp=stamp, frame_id=self.frame_id,
+                                                          encoding=self.encoding))
+            if self.compressed_pub is not None:
+                self.compressed_pub.publish(self._rgb_to_compressed_msg(
+                    frame, "jpeg", self.jpeg_quality, stamp=stamp, frame_id=self.frame_id))
+            truth = self._String()
+            truth.data = json.dumps({"action": self.clip.action, "stamp": stamp_to_seconds(stamp),
+                                     "clip_index": self.clip.clip_index, "frame_index": self.frame_index - 1,
+                                     "seq": self.published})
+            self.truth_pub.publish(truth)
+            self.published += 1
+
+        def destroy_node(self):
+            self.source.close()
+            return super().destroy_node()
+
+    return CameraSimNode
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        try:
+            node = _make_node_class()()
+        except SourceError as exc:
+            print(f"camera_sim: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        while rclpy.ok() and not node.finished:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        code = node.exit_code
+        if node.finished and code == 0:
+            # let reliable subscribers fetch the last samples before the writer disappears
+            end = time.monotonic() + 0.5
+            while rclpy.ok() and time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.05)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Helpers for tests that talk to real node processes over real DDS.
+
+* :func:`make_tiny_checkpoint` writes a checkpoint small enough for a few-ms CPU inference.
+* :class:`NodeProcess` runs ``python -m <module> --ros-args ...`` with output captured to files, and always stops it.
+* :class:`RosHarness` is an rclpy node in its own context with a background executor: publishers, recording
+  subscriptions (:class:`Recorder`), service calls with timeouts.
+
+Everything waits by polling a condition with a bounded timeout; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_checkpoint(path, labels: Sequence[str] = ("a", "b", "c"), clip_len: int = 8,
+                         size: Tuple[int, int] = (32, 32), seed: int = 0) -> Path:
+    """A valid repflow checkpoint of a very small model (ResNet-18 at 1/8 width, 2 flow iterations)."""
+    import torch
+
+    from repflow_core.checkpoint import Checkpoint, InputSpec, save_checkpoint
+    from repflow_core.model import ActionNet, ModelConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(backbone="resnet18", width=0.125, num_classes=len(labels), flow="single", flow_after="layer1",
+                      iterations=2, dropout=0.0)
+    model = ActionNet(cfg)
+    spec = InputSpec(clip_len=clip_len, size=size, resize_short=max(size) + 4)
+    return save_checkpoint(Checkpoint(cfg, list(labels), spec, model.state_dict()), path)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass (returns the
+    last falsy value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# node processes
+
+
+class NodeProcess:
+    """A node run as ``python -m module --ros-args ...``; stdout/stderr go to files under ``log_dir``."""
+
+    def __init__(self, module: str, ros_args: Sequence[str], log_dir, name: str = "node",
+                 env: Optional[Dict[str, str]] = None):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = self.log_dir / f"{name}.stdout"
+        self.stderr_path = self.log_dir / f"{name}.stderr"
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
+        full_env.setdefault("OMP_NUM_THREADS", "1")
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
+        full_env.update(env or {})
+        self.cmd = [sys.executable, "-m", module, "--ros-args", *ros_args]
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, cwd=str(REPO_ROOT), env=full_env, stdout=self._out,
+                                     stderr=self._err, stdin=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stdout(self) -> str:
+        self._out.flush()
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout() + self.stderr()
+
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        """SIGINT (a clean shutdown), then SIGKILL if it does not exit within ``timeout`` s. Returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            if self.wait_exit(timeout) is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._out.close()
+        self._err.close()
+        return self.proc.returncode
+
+    def describe(self) -> str:
+        return (f"command: {' '.join(self.cmd)}\nexit: {self.proc.poll()}\n--- stdout ---\n{self.stdout()[-4000:]}"
+                f"\n--- stderr ---\n{self.stderr()[-4000:]}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# in-process rclpy driver
+
+
+class Recorder:
+    """Collects (receive monotonic time, message) from a subscription."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.items: List[Tuple[float, Any]] = []
+
+    def __call__(self, msg) -> None:
+        with self._cond:
+            self.items.append((time.monotonic(), msg))
+            self._cond.notify_all()
+
+    def messages(self, since: float = 0.0) -> List[Any]:
+        with self._cond:
+            return [msg for t, msg in self.items if t >= since]
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.items)
+
+    def wait_for(self, predicate: Callable[[List[Any]], Any], timeout: float, since: float = 0.0) -> Any:
+        """Wait until ``predicate(messages received at or after since)`` is truthy; returns its last value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate([msg for t, msg in self.items if t >= since])
+                remaining = deadline - time.monotonic()
+                if value or remaining <= 0:
+                    return value
+                self._cond.wait(min(remaining, 0.1))
+
+
+class RosHarness:
+    """A test-side rclpy node in a private context, spun by a background executor thread."""
+
+    def __init__(self, name: str = "test_driver"):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name="test_executor", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:
+            pass  # context shut down
+
+    def publisher(self, msg_type, topic: str, depth: int = 50, reliable: bool = True):
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def record(self, msg_type, topic: str, depth: int = 200, reliable: bool = True) -> Recorder:
+        """Subscribe and record; ``recorder.subscription`` is the rclpy subscription (destroy it to stop)."""
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        recorder = Recorder()
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        recorder.subscription = self.node.create_subscription(msg_type, topic, recorder, qos)
+        return recorder
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call a service; waits for it to appear and for the answer (each within ``timeout``)."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} did not appear within {timeout} s")
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(timeout):
+                raise TimeoutError(f"service {name} did not answer within {timeout} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node_name: str, values: Dict[str, Any], timeout: float = 10.0):
+        """Set parameters on a remote node; returns the list of SetParametersResult."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request()
+        request.parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+        return self.call(SetParameters, f"{node_name}/set_parameters", request, timeout).results
+
+    def close(self) -> None:
+        import rclpy
+
+        try:
+            self.executor.shutdown(timeout_sec=2.0)
+        except Exception:
+            pass
+        try:
+            self.node.destroy_node()
+        except Exception:
+            pass
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# messages
+
+
+def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "test_cam", encoding: str = "rgb8"):
+    """A sensor_msgs/Image with an exact stamp (ns)."""
+    from builtin_interfaces.msg import Time
+
+    from repflow_ros.image_decoding import rgb_to_image_msg
+
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return rgb_to_image_msg(rgb, stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id, encoding=encoding)
+
+
+def stamp_ns_of(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def diagnostic_values(array_msg, name: str) -> Optional[Dict[str, str]]:
+    """The KeyValues of the status called ``name`` in a DiagnosticArray (None when absent)."""
+    for status in array_msg.status:
+        if status.name == name:
+            values = {kv.key: kv.value for kv in status.values}
+            values["_level"] = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) \
+                else int(status.level)
+            values["_message"] = status.message
+            return values
+    return None
+
+
+def predictions(string_msgs) -> List[Dict[str, Any]]:
+    return [json.loads(m.data) for m in string_msgs]

@@ -1,0 +1,596 @@
+"""The recognizer node as a separate process, driven over real DDS from this process.
+
+One node process (tiny checkpoint, CPU) is shared by the behaviour tests; each test identifies its own frames by
+their header stamps, so leftovers of an earlier test cannot satisfy a later one. Processes that must fail at start-up
+(bad checkpoint, CUDA on a CPU machine, out-of-range value) and a second node (compressed transport, namespace) are
+started together in the background once the shared node is up, and checked at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from ros_helpers import (  # noqa: E402
+    NodeProcess,
+    RosHarness,
+    diagnostic_values,
+    image_msg,
+    make_tiny_checkpoint,
+    predictions,
+    wait_until,
+)
+
+NODE = "/repflow_recognizer"
+IMAGE_TOPIC = "/test_cam/image_raw"
+CMP_IMAGE_TOPIC = "/test_cam2/image_raw"  # the compressed node subscribes <this>/compressed
+LABELS = ("a", "b", "c")
+DIAG_NAME = "repflow_recognizer: inference"
+W, H = 64, 48
+WAIT = 20.0  # upper bound of every single wait
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("recognizer_node")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(workdir):
+    return make_tiny_checkpoint(workdir / "tiny.pt", labels=LABELS)
+
+
+@pytest.fixture(scope="module")
+def failing_runs(workdir, tiny_ckpt, drv):
+    """Start-up failures, launched together in the background once the shared node is up (they then overlap with
+    the paced streaming tests instead of slowing the shared node's start); each test at the end checks one."""
+    corrupt = workdir / "corrupt.pt"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    missing = workdir / "no_such_dir" / "missing.pt"
+    runs = {
+        "missing": (missing, ["-p", f"model_path:={missing}", "-p", "device:=cpu"]),
+        "corrupt": (corrupt, ["-p", f"model_path:={corrupt}", "-p", "device:=cpu"]),
+        "cuda": (tiny_ckpt, ["-p", f"model_path:={tiny_ckpt}", "-p", "device:=cuda"]),
+        "bad_value": (tiny_ckpt, ["-p", f"model_path:={tiny_ckpt}", "-p", "device:=cpu", "-p", "hop:=0"]),
+    }
+    procs = {key: (path, NodeProcess("repflow_ros.recognizer_node", args, workdir / "logs", name=f"fail_{key}"))
+             for key, (path, args) in runs.items()}
+    yield procs
+    for _, proc in procs.values():
+        proc.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def compressed_node(workdir, tiny_ckpt, drv):
+    """A second node in namespace /cmp: compressed transport, reliable QoS. Started early, tested at the end."""
+    proc = NodeProcess(
+        "repflow_ros.recognizer_node",
+        ["-p", f"model_path:={tiny_ckpt}", "-p", "device:=cpu", "-p", "image_transport:=compressed",
+         "-p", "image_qos:=reliable", "-p", "warmup:=0", "-r", "__ns:=/cmp", "-r", f"image:={CMP_IMAGE_TOPIC}"],
+        workdir / "logs", name="compressed_node")
+    yield proc
+    proc.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def node(workdir, tiny_ckpt):
+    proc = NodeProcess(
+        "repflow_ros.recognizer_node",
+        ["-p", f"model_path:={tiny_ckpt}", "-p", "device:=cpu", "-p", "hop:=2", "-p", "smoothing:=2",
+         "-p", "warmup:=1", "-p", "top_k:=5", "-r", f"image:={IMAGE_TOPIC}"],
+        workdir / "logs", name="shared_node")
+    yield proc
+    proc.stop(timeout=10)
+
+
+class Driver:
+    """The test side: a camera publisher and recorders of every output of the node."""
+
+    def __init__(self, harness: RosHarness):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        self.h = harness
+        self.image_pub = harness.publisher(Image, IMAGE_TOPIC, depth=50)
+        self.labels = harness.record(String, "/action_label")
+        self.prediction = harness.record(String, f"{NODE}/prediction")
+        self.diagnostics = harness.record(DiagnosticArray, "/diagnostics")
+        self.rng = np.random.default_rng(1)
+
+    # camera
+    def frame(self, w: int = W, h: int = H) -> np.ndarray:
+        return self.rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    def send(self, n: int, fps: float = 30.0, size=(W, H), stamps=None, make_msg=None) -> list:
+        """Publish ``n`` frames paced at ``fps`` (0: as fast as possible), stamped with the wall clock unless
+        ``stamps`` (ns) are given. Returns the stamps used."""
+        used = []
+        for i in range(n):
+            stamp = int(stamps[i]) if stamps is not None else time.time_ns()
+            rgb = self.frame(*size)
+            msg = make_msg(rgb, stamp) if make_msg else image_msg(rgb, stamp)
+            self.image_pub.publish(msg)
+            used.append(stamp)
+            if fps > 0:
+                time.sleep(1.0 / fps)
+        return used
+
+    # outputs
+    def predictions_for(self, stamps, since: float = 0.0) -> list:
+        wanted = np.asarray(sorted(stamps), dtype=np.float64) / 1e9
+        out = []
+        for p in predictions(self.prediction.messages(since)):
+            if len(wanted) and np.min(np.abs(wanted - p["stamp"])) < 2e-6:
+                out.append(p)
+        return out
+
+    def wait_predictions_for(self, stamps, since: float = 0.0, count: int = 1, timeout: float = WAIT) -> list:
+        wait_until(lambda: len(self.predictions_for(stamps, since)) >= count, timeout)
+        return self.predictions_for(stamps, since)
+
+    def diag(self, since: float = 0.0):
+        """Values of the newest diagnostics status of the node received at or after ``since`` (None if none)."""
+        for msg in reversed(self.diagnostics.messages(since)):
+            values = diagnostic_values(msg, DIAG_NAME)
+            if values is not None:
+                return values
+        return None
+
+    def wait_diag(self, predicate, since: float = 0.0, timeout: float = WAIT):
+        def check():
+            values = self.diag(since)
+            return values if values is not None and predicate(values) else None
+        return wait_until(check, timeout, interval=0.05)
+
+    def fresh_diag(self):
+        """Diagnostics published after this call (waits for the next 1 Hz message)."""
+        values = self.wait_diag(lambda v: True, since=time.monotonic(), timeout=5.0)
+        assert values is not None, "no diagnostics within 5 s"
+        return values
+
+
+@pytest.fixture(scope="module")
+def drv(node):
+    harness = RosHarness("recognizer_test_driver")
+    driver = Driver(harness)
+    ready = driver.wait_diag(lambda v: v.get("state") == "active", timeout=60.0)
+    assert ready is not None, f"node did not become active\n{node.describe()}"
+    assert wait_until(lambda: driver.image_pub.get_subscription_count() >= 1, WAIT), "node never subscribed"
+    for recorder in (driver.labels, driver.prediction):
+        assert wait_until(lambda: recorder.subscription.get_publisher_count() >= 1, WAIT), "outputs not matched"
+    yield driver
+    harness.close()
+
+
+@pytest.fixture
+def alive(node, drv, failing_runs, compressed_node):
+    """The shared node is running before and after the test (and the background processes have been started)."""
+    assert node.alive(), node.describe()
+    yield
+    assert node.alive(), f"the node died during the test\n{node.describe()}"
+
+
+def int_value(values, key: str) -> int:
+    return int(values[key])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# behaviour of the running node
+
+
+def test_labels_and_prediction_stamps(drv, alive):
+    since = time.monotonic()
+    stamps = drv.send(30)
+    preds = drv.wait_predictions_for(stamps, since, count=3)
+    assert len(preds) >= 3, f"only {len(preds)} predictions for 30 frames"
+    for p in preds:
+        assert set(p) == {"label", "score", "stamp", "frame_id", "topk", "latency_ms", "window_seq"}
+        assert p["label"] in LABELS
+        assert p["frame_id"] == "test_cam"
+        assert [row[0] for row in p["topk"]][0] == p["label"]
+        assert len(p["topk"]) == len(LABELS)  # top_k 5 capped at the number of classes
+        assert 0.0 <= p["score"] <= 1.0 and abs(p["topk"][0][1] - p["score"]) < 1e-9
+        assert 0.0 <= p["latency_ms"] < 5000.0
+    seqs = [p["window_seq"] for p in preds]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # The first window of a segment ends at its clip_len-th frame (8), and every window at the newest frame pushed.
+    assert min(p["stamp"] for p in preds) >= stamps[7] / 1e9 - 1e-6
+    labels = drv.labels.wait_for(lambda msgs: [m.data for m in msgs] if msgs else None, WAIT, since=since)
+    assert labels and set(labels) <= set(LABELS)
+
+
+def test_diagnostics_keys(drv, alive):
+    values = drv.wait_diag(lambda v: int(v["windows_inferred"]) > 0)
+    assert values is not None
+    expected = {"input_rate_hz", "windows_per_s", "inference_ms_mean", "inference_ms_p95", "latency_ms_p50",
+                "latency_ms_p95", "frames_in", "windows_skipped_busy", "device", "state"}
+    expected |= {f"frames_dropped_{c}" for c in ("unsupported_encoding", "truncated", "bad_step", "empty",
+                                                  "compressed_decode_failed")}
+    expected |= {f"window_resets_{r}" for r in ("time_jump_backwards", "frame_gap", "size_change")}
+    assert expected <= set(values), f"missing keys: {expected - set(values)}"
+    for key in ("input_rate_hz", "windows_per_s", "inference_ms_mean", "inference_ms_p95", "latency_ms_p50",
+                "latency_ms_p95"):
+        assert float(values[key]) >= 0.0
+    assert float(values["inference_ms_mean"]) > 0.0
+    assert values["device"].startswith("cpu")
+    assert values["state"] == "active"
+
+
+def test_unsupported_encoding_dropped_and_counted(drv, node, alive):
+    def bayer(rgb, stamp):
+        msg = image_msg(rgb, stamp)
+        msg.encoding = "bayer_rggb8"
+        msg.step = msg.width
+        msg.data = msg.data[: msg.width * msg.height]
+        return msg
+
+    since = time.monotonic()
+    drv.send(5, make_msg=bayer)
+    good = drv.send(20)
+    values = drv.wait_diag(lambda v: int_value(v, "frames_dropped_unsupported_encoding") >= 1, since=since)
+    assert values is not None, drv.diag()
+    assert drv.wait_predictions_for(good, since), "no labels for good frames after the bad ones"
+    # Logged once per cause, then only counted.
+    assert wait_until(lambda: "unsupported_encoding" in node.output(), 5.0)
+    assert node.output().count("dropping frame (unsupported_encoding)") == 1, node.output()
+
+
+def test_truncated_frames_dropped_and_counted(drv, alive):
+    def truncated(rgb, stamp):
+        msg = image_msg(rgb, stamp)
+        msg.data = msg.data[: len(msg.data) // 2]
+        return msg
+
+    since = time.monotonic()
+    drv.send(4, make_msg=truncated)
+    good = drv.send(20)
+    # WARN (level 1) in the period in which frames were dropped.
+    values = drv.wait_diag(lambda v: int_value(v, "frames_dropped_truncated") >= 1 and v["_level"] == 1,
+                           since=since)
+    assert values is not None, drv.diag()
+    assert "dropping frames" in values["_message"]
+    assert drv.wait_predictions_for(good, since), "no labels for good frames after truncated ones"
+
+
+def test_size_change_resets_window(drv, alive):
+    since = time.monotonic()
+    drv.send(12)
+    bigger = drv.send(20, size=(80, 60))
+    values = drv.wait_diag(lambda v: int_value(v, "window_resets_size_change") >= 1, since=since)
+    assert values is not None, drv.diag()
+    preds = drv.wait_predictions_for(bigger, since)
+    assert preds, "labels did not resume after the size change"
+    # The first window after the reset ends no earlier than the 8th frame of the new size.
+    assert min(p["stamp"] for p in preds) >= bigger[7] / 1e9 - 1e-6
+
+
+def test_time_jump_backwards_resets_window(drv, alive):
+    since = time.monotonic()
+    drv.send(12)
+    start = time.time_ns() - 10_000_000_000
+    jumped = drv.send(20, stamps=[start + i * 33_333_333 for i in range(20)])
+    values = drv.wait_diag(lambda v: int_value(v, "window_resets_time_jump_backwards") >= 1, since=since)
+    assert values is not None, drv.diag()
+    preds = drv.wait_predictions_for(jumped, since)
+    assert preds, "labels did not resume after the jump back in time"
+    assert min(p["stamp"] for p in preds) >= jumped[7] / 1e9 - 1e-6
+
+
+def test_frame_gap_resets_window(drv, alive):
+    since = time.monotonic()
+    drv.send(12)
+    start = time.time_ns() + 2_000_000_000  # 2 s later than the frame before: more than max_frame_gap (0.5 s)
+    gapped = drv.send(16, stamps=[start + i * 33_333_333 for i in range(16)])
+    values = drv.wait_diag(lambda v: int_value(v, "window_resets_frame_gap") >= 1, since=since)
+    assert values is not None, drv.diag()
+    preds = drv.wait_predictions_for(gapped, since)
+    assert preds, "labels did not resume after the gap"
+    # Without the reset a window would end at one of the first frames after the gap (hop 2).
+    assert min(p["stamp"] for p in preds) >= gapped[7] / 1e9 - 1e-6
+
+
+def test_frames_without_stamp_use_the_node_clock(drv, node, alive):
+    def unstamped(rgb, _stamp):
+        return image_msg(rgb, 0, frame_id="nostamp_cam")  # header stamp zero
+
+    since = time.monotonic()
+    before_ns = time.time_ns()
+    drv.send(20, make_msg=unstamped)
+    got = drv.prediction.wait_for(
+        lambda msgs: [p for p in predictions(msgs) if p["frame_id"] == "nostamp_cam"], WAIT, since=since)
+    assert got, "no labels for frames without a stamp"
+    assert all(p["stamp"] >= before_ns / 1e9 - 1.0 and p["label"] in LABELS for p in got)
+    values = drv.wait_diag(lambda v: int_value(v, "frames_no_stamp") >= 1, since=since)
+    assert values is not None, drv.diag()
+    assert node.output().count("have no header stamp") == 1
+
+
+def test_debug_image_only_with_subscriber(drv, alive):
+    from sensor_msgs.msg import Image
+
+    debug = drv.h.record(Image, f"{NODE}/debug_image", depth=5, reliable=False)
+    try:
+        stamps = []
+
+        def ours(msgs):  # an image of one of this test's frames (not a late one of the previous test)
+            return [m for m in msgs if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec in stamps]
+
+        # The node publishes only once it has discovered this subscription: send until an image comes back.
+        deadline = time.monotonic() + WAIT
+        while not ours(debug.messages()) and time.monotonic() < deadline:
+            stamps += drv.send(10)
+        got = debug.wait_for(ours, 5.0)
+        assert got, "no debug image while subscribed"
+        msg = got[-1]
+        assert msg.encoding == "rgb8" and msg.height >= 240 and msg.width > 0
+        assert msg.header.frame_id == "test_cam"
+    finally:
+        drv.h.node.destroy_subscription(debug.subscription)
+
+
+def test_burst_skips_windows_and_stays_responsive(drv, node, alive):
+    results = drv.h.set_parameters(NODE, {"hop": 1})
+    assert results[0].successful, results[0].reason
+    try:
+        before = drv.fresh_diag()
+        drv.send(300, fps=0)  # far above the inference rate
+        since = time.monotonic()
+        paced = drv.send(30)
+        values = drv.wait_diag(
+            lambda v: int_value(v, "windows_skipped_busy") > int_value(before, "windows_skipped_busy"), since=since)
+        assert values is not None, f"no skipped windows: {drv.diag()}"
+        preds = drv.wait_predictions_for(paced, since, count=3)
+        assert len(preds) >= 3, "labels stopped after the burst"
+        # No backlog: the newest frames are processed promptly.
+        assert preds[-1]["latency_ms"] < 2000.0, preds[-1]
+    finally:
+        results = drv.h.set_parameters(NODE, {"hop": 2})
+        assert results[0].successful
+
+
+def test_enable_service_pauses_and_resumes(drv, alive):
+    from std_srvs.srv import SetBool
+
+    response = drv.h.call(SetBool, f"{NODE}/enable", SetBool.Request(data=False))
+    assert response.success, response.message
+    try:
+        since = time.monotonic()
+        before = drv.fresh_diag()
+        paused = drv.send(30)
+        values = drv.wait_diag(
+            lambda v: v["state"] == "paused"
+            and int_value(v, "frames_ignored_paused") > int_value(before, "frames_ignored_paused"), since=since)
+        assert values is not None, drv.diag()
+        assert drv.predictions_for(paused, since) == [], "predictions while paused"
+    finally:
+        response = drv.h.call(SetBool, f"{NODE}/enable", SetBool.Request(data=True))
+    assert response.success, response.message
+    since = time.monotonic()
+    resumed = drv.send(30)
+    assert drv.wait_predictions_for(resumed, since), "labels did not resume after enable=true"
+
+
+def test_read_only_parameter_refused(drv, alive):
+    results = drv.h.set_parameters(NODE, {"device": "cpu"})
+    assert not results[0].successful
+    assert "read-only" in results[0].reason and "restart" in results[0].reason, results[0].reason
+    results = drv.h.set_parameters(NODE, {"model_path": "/elsewhere.pt"})
+    assert not results[0].successful and "model_path" in results[0].reason
+
+
+def test_runtime_parameters_accepted(drv, alive):
+    results = drv.h.set_parameters(NODE, {"score_threshold": 1.0})
+    assert results[0].successful, results[0].reason
+    try:
+        since = time.monotonic()
+        stamps = drv.send(24)
+        preds = drv.wait_predictions_for(stamps, since)
+        assert preds and all(p["label"] == "unknown" for p in preds), preds
+        assert all(p["topk"][0][0] in LABELS for p in preds)
+        assert drv.labels.wait_for(lambda msgs: any(m.data == "unknown" for m in msgs), WAIT, since=since)
+        # Out of range and wrong type are refused.
+        results = drv.h.set_parameters(NODE, {"score_threshold": 1.5})
+        assert not results[0].successful
+        results = drv.h.set_parameters(NODE, {"hop": "three"})
+        assert not results[0].successful
+    finally:
+        results = drv.h.set_parameters(NODE, {"score_threshold": 0.0, "hop": 3, "top_k": 2})
+        assert all(r.successful for r in results), [r.reason for r in results]
+    since = time.monotonic()
+    stamps = drv.send(24)
+    preds = drv.wait_predictions_for(stamps, since, count=2)
+    assert preds and all(p["label"] in LABELS and len(p["topk"]) == 2 for p in preds)
+    assert drv.wait_diag(lambda v: v["hop"] == "3", since=since) is not None, drv.diag()
+    results = drv.h.set_parameters(NODE, {"hop": 2, "top_k": 5})
+    assert all(r.successful for r in results)
+
+
+def test_sigint_exits_cleanly(node, drv):
+    assert node.alive(), node.describe()
+    node.proc.send_signal(signal.SIGINT)
+    assert node.wait_exit(15.0) == 0, node.describe()
+
+
+def test_compressed_transport_and_namespace(compressed_node, drv):
+    """image_transport=compressed subscribes <remapped image>/compressed; outputs and diagnostics move into /cmp."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import String
+
+    from repflow_ros.image_decoding import rgb_to_compressed_msg
+
+    pub = drv.h.publisher(CompressedImage, CMP_IMAGE_TOPIC + "/compressed", depth=20)
+    prediction = drv.h.record(String, "/cmp/repflow_recognizer/prediction")
+    diagnostics = drv.h.record(DiagnosticArray, "/diagnostics")
+    assert wait_until(lambda: pub.get_subscription_count() >= 1, 60.0), compressed_node.describe()
+    assert wait_until(lambda: prediction.subscription.get_publisher_count() >= 1, WAIT)
+
+    def jpeg(rgb, stamp):
+        sec, nanosec = divmod(stamp, 1_000_000_000)
+        return rgb_to_compressed_msg(rgb, "jpeg", stamp=Time(sec=sec, nanosec=nanosec), frame_id="cmp_cam")
+
+    since = time.monotonic()
+    stamps = []
+    for _ in range(20):
+        stamp = time.time_ns()
+        pub.publish(jpeg(drv.frame(), stamp))
+        stamps.append(stamp)
+        time.sleep(1 / 30)
+    got = prediction.wait_for(lambda msgs: predictions(msgs), WAIT, since=since)
+    assert got, compressed_node.describe()
+    assert all(p["label"] in LABELS and p["frame_id"] == "cmp_cam" for p in got)
+    assert any(abs(p["stamp"] - s / 1e9) < 2e-6 for p in got for s in stamps)
+    name = "cmp/repflow_recognizer: inference"
+    values = diagnostics.wait_for(
+        lambda msgs: [v for v in (diagnostic_values(m, name) for m in msgs) if v and int(v["frames_in"]) > 0], WAIT)
+    assert values and values[-1]["image_topic"] == CMP_IMAGE_TOPIC + "/compressed"
+    assert compressed_node.stop() == 0, compressed_node.describe()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# start-up failures (processes started by the failing_runs fixture)
+
+
+def _finished(run, timeout: float = 60.0):
+    path, proc = run
+    code = proc.wait_exit(timeout)
+    assert code is not None, f"did not exit\n{proc.describe()}"
+    return path, code, proc.stderr()
+
+
+def test_missing_checkpoint_fails_configure(failing_runs):
+    path, code, err = _finished(failing_runs["missing"])
+    assert code == 1, err
+    assert str(path) in err and "model_path" in err and "not found" in err, err
+
+
+def test_corrupt_checkpoint_fails_configure(failing_runs):
+    path, code, err = _finished(failing_runs["corrupt"])
+    assert code == 1, err
+    assert str(path) in err and "model_path" in err, err
+
+
+def test_cuda_request_fails_without_cuda(failing_runs):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _, code, err = _finished(failing_runs["cuda"])
+    assert code == 1, err
+    assert "device='cuda'" in err and "CUDA is not available" in err, err
+
+
+def test_out_of_range_value_fails_configure(failing_runs):
+    _, code, err = _finished(failing_runs["bad_value"])
+    assert code == 1, err
+    assert "hop" in err and "configure failed" in err, err
+
+
+def test_module_exposes_parameter_specs():
+    from repflow_ros import recognizer_node
+
+    assert recognizer_node.PARAMETER_SPECS["hop"].default >= 1
+    assert set(recognizer_node.RUNTIME_PARAMETERS) == {"hop", "smoothing", "score_threshold", "top_k"}
+    assert os.path.basename(recognizer_node.__file__) == "recognizer_node.py"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# in-process: the result logic (smoothing, threshold, vision_msgs/Classification where vision_msgs exists)
+
+
+def test_result_smoothing_threshold_and_classification(monkeypatch):
+    import json
+    import types
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+
+    from repflow_ros import recognizer_node
+    from repflow_ros.frame_window import Window
+
+    class Classification:  # stand-in with the fields of vision_msgs/msg/Classification
+        def __init__(self):
+            self.header = Header()
+            self.results = []
+
+    class ObjectHypothesis:
+        def __init__(self, class_id="", score=0.0):
+            self.class_id, self.score = class_id, score
+
+    vision = types.ModuleType("vision_msgs")
+    vision_msg = types.ModuleType("vision_msgs.msg")
+    vision_msg.Classification, vision_msg.ObjectHypothesis = Classification, ObjectHypothesis
+    vision.msg = vision_msg
+    monkeypatch.setitem(sys.modules, "vision_msgs", vision)
+    monkeypatch.setitem(sys.modules, "vision_msgs.msg", vision_msg)
+    node_class = recognizer_node._build_node_class()  # a fresh class that sees the stand-in
+
+    class Sink:
+        def __init__(self):
+            self.msgs = []
+
+        def publish(self, msg):
+            self.msgs.append(msg)
+
+        def get_subscription_count(self):
+            return 0
+
+    labels = ["a", "b", "c"]
+    rec = types.SimpleNamespace(
+        top_k=lambda probs, k: [(labels[i], float(probs[i])) for i in np.argsort(-probs)[:k]])
+
+    def window(seq, epoch, stamp_ns):
+        frame = recognizer_node._Frame(np.zeros((32, 32, 3), np.uint8), (48, 64, 3), stamp_ns, None)
+        return Window(frames=[frame], stamps=[stamp_ns / 1e9], stamp=stamp_ns / 1e9, frame_id="cam", seq=seq,
+                      epoch=epoch, skipped_before=0, ready_monotonic=0.0)
+
+    context = Context()
+    rclpy.init(context=context, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "0")))
+    try:
+        node = node_class(context=context, parameter_overrides=[Parameter("autostart", value=False)])
+        try:
+            sinks = {"label": Sink(), "prediction": Sink(), "actions": Sink()}
+            node._pubs = sinks
+            node._cfg = {"score_threshold": 0.0, "top_k": 2, "smoothing": 2}
+            node._history = recognizer_node.deque(maxlen=2)
+            stamp = 1_700_000_000_123_456_789
+            node._publish_result(window(1, 0, stamp), np.array([0.6, 0.3, 0.1]), 1.0, rec)
+            node._publish_result(window(2, 0, stamp + 1), np.array([0.0, 0.8, 0.2]), 1.0, rec)
+            first, second = (json.loads(m.data) for m in sinks["prediction"].msgs)
+            assert first["label"] == "a" and second["label"] == "b"  # mean of the two: [0.3, 0.55, 0.15]
+            assert second["score"] == pytest.approx(0.55) and len(second["topk"]) == 2
+            assert second["window_seq"] == 2 and second["frame_id"] == "cam"
+            actions = sinks["actions"].msgs[-1]
+            assert (actions.header.stamp.sec, actions.header.stamp.nanosec) == (1_700_000_000, 123_456_790)
+            assert actions.header.frame_id == "cam"
+            assert [(h.class_id, round(h.score, 6)) for h in actions.results] == [("b", 0.55), ("a", 0.3)]
+            # A new epoch (the frame window was reset) restarts the smoothing history.
+            node._publish_result(window(3, 1, stamp + 2), np.array([0.1, 0.1, 0.8]), 1.0, rec)
+            assert json.loads(sinks["prediction"].msgs[-1].data)["score"] == pytest.approx(0.8)
+            # Below the threshold: "unknown" on action_label, the real top-1 score in ~/prediction.
+            node._cfg["score_threshold"] = 0.9
+            node._publish_result(window(4, 1, stamp + 3), np.array([0.1, 0.1, 0.8]), 1.0, rec)
+            assert sinks["label"].msgs[-1].data == "unknown"
+            last = json.loads(sinks["prediction"].msgs[-1].data)
+            assert last["label"] == "unknown" and last["score"] == pytest.approx(0.8)
+            assert [m.data for m in sinks["label"].msgs[:3]] == ["a", "b", "c"]
+        finally:
+            node._pubs = {}
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
