@@ -46,7 +46,9 @@ NODE_NAME = "camera_sim"
 DEFAULT_FPS = 30.0
 DEFAULT_WIDTH = 320
 DEFAULT_HEIGHT = 240
-DEFAULT_CLIP_FRAMES = 64
+# render_clip scales an action's duration to the clip, so this sets how fast actions move per frame: 40 is
+# what the packaged model was trained on (config/train_synthetic.yaml, synthetic.num_frames).
+DEFAULT_CLIP_FRAMES = 40
 ENCODINGS = ("rgb8", "bgr8")
 
 

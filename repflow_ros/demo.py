@@ -474,7 +474,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
     p.add_argument("--hop", type=int, default=None, help="run the model every N new frames (default: config)")
     p.add_argument("--seed", type=int, default=None, help="synthetic action order seed (default: random)")
-    p.add_argument("--clip-frames", type=int, default=None, help="frames per synthetic action clip (default: 64)")
+    p.add_argument("--clip-frames", type=int, default=None, help="frames per synthetic action clip (default: 40, as in training)")
     p.add_argument("--params-file", default=None, help="parameters YAML (default: config/recognize.yaml)")
     p.add_argument("--out", default="demo_output/summary.json", help="JSON summary path")
     p.add_argument("--startup-timeout", type=float, default=120.0,

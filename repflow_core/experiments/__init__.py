@@ -1,0 +1,1 @@
+"""Reproducible experiments built on train/evaluate (ablations for the README)."""
