@@ -98,8 +98,8 @@ def format_table(summary: dict) -> str:
         lines.append("| model | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
         lines.append("|---|" + "---:|" * len(pairs))
         for r in results.values():
-            acc = r["per_class_accuracy"]
-            cells = [f"{100 * (acc[labels.index(a)] + acc[labels.index(b)]) / 2:.0f}%" for a, b in pairs]
+            acc = r["per_class_accuracy"]  # {label: accuracy}
+            cells = [f"{100 * (acc[a] + acc[b]) / 2:.0f}%" for a, b in pairs]
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,7 +119,7 @@ def plot_per_class(results: dict, path: Path) -> None:
         cv2.line(img, (left, y), (width - 20, y), (220, 220, 220), 1)
         cv2.putText(img, f"{int(frac * 100)}%", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     for v, (variant, r) in enumerate(results.items()):
-        for i, acc in enumerate(r["per_class_accuracy"]):
+        for i, acc in enumerate(r["per_class_accuracy"][label] for label in labels):
             x0 = int(left + i * group + group * 0.1 + v * bar)
             y0 = int(top + plot_h * (1 - acc))
             cv2.rectangle(img, (x0, y0), (int(x0 + bar) - 1, top + plot_h), colours[v % 3], -1)
