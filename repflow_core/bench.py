@@ -1,21 +1,31 @@
-"""Speed and memory figures: ``python -m repflow_core.bench [--quick] [--device cpu|cuda|all] [--out FILE]``.
+"""Speed and memory figures: ``python -m repflow_core.bench [--quick] [--device cpu|cuda|all] [--only flow|model]``.
 
 Measures
 - the flow layer (B=8, C'=32, T=16 at 28x28 and 56x56; 1, 10, 20 iterations): forward and forward+backward
-  time and peak memory, for every implementation available on the device (eager reference, and the fused
-  paths where present), each also as a ratio to eager measured in the same run;
-- whole-model time per window (16x112x112 and 32x224x224) for the small default model and ResNet-50.
+  time for every implementation available on the device (the eager reference and the fused kernel where
+  present), each also as a ratio to eager; the memory autograd saves for backward, and the peak memory of
+  one forward+backward;
+- whole-model time per window (16x112x112 and 32x224x224) for the small default model and ResNet-50, with
+  the flow layer eager and fused, and for the small model at 16x112x112 also the Recognizer's inference
+  paths: channels_last weights and ``torch.compile`` (inductor, freezing on the CPU) for the fixed window.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU PyTorch keeps no peak counter, so each
-case runs in a fresh spawned process and reports its peak resident set size above the level before the
-case (``ru_maxrss``), which includes allocator caching but nothing from other cases.
-Timings are medians over repeats after a warm-up; speed goals are read as ratios within one run, because
-this machine's absolute timings vary between runs.
+Speed: implementations (and model variants) of one case are timed in one process, round-robin (eager,
+fused, eager, fused, ...), so load changes on a shared machine hit them alike. Times are medians after a
+warm-up call; speed-ups ("x") are the median over rounds of the ratio of the calls made back to back, and
+speed goals are read as those ratios, not the absolute times (which vary several-fold on a shared machine). A call slower than
+``--budget`` / repeats is repeated fewer times (at least once after its warm-up).
+Memory: "saved MB" is what autograd keeps for backward (unique tensor storages, exact, from
+``saved_tensors_hooks``). "peak MB": on CUDA ``torch.cuda.max_memory_allocated``; on the CPU PyTorch keeps
+no peak counter, so one forward, then one forward+backward, run in a fresh spawned process per
+implementation (after a tiny warm-up call that loads kernels and thread pools) and report the peak
+resident set size above the level before each (VmHWM, reset before each call through
+/proc/self/clear_refs; ``ru_maxrss`` where that is unavailable), allocator caching included.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import platform
@@ -23,21 +33,24 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 FLOW_SIZES = (28, 56)
 FLOW_ITERATIONS = (1, 10, 20)
 WINDOWS = ((16, 112), (32, 224))
+MODEL_VARIANTS = ("flow-eager", "flow-fused", "fused+channels_last", "fused+cl+compile")
 
 
 @dataclass
 class Case:
-    kind: str  # "flow" or "model"
+    kind: str  # "flow", "flow-peak" or "model"
     device: str
-    impl: str = "eager"  # flow implementation
+    impls: tuple[str, ...] = ("eager",)  # flow: implementations timed together; model: variants
     size: int = 28
     iterations: int = 10
     batch: int = 8
@@ -45,7 +58,9 @@ class Case:
     frames: int = 16
     model: str = "small"
     repeats: int = 5
+    budget_s: float = 60.0
     threads: int = 0
+    compile_s: dict = field(default_factory=dict)
 
 
 def _rss_mb() -> float:
@@ -54,7 +69,24 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident set size: VmHWM (resettable, see _reset_peak_rss), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_peak_rss() -> None:
+    """Reset the peak to the current RSS (Linux >= 4.0), so a peak measured next is the next call's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def small_model_config():
@@ -70,30 +102,54 @@ def small_model_config():
         return ModelConfig(backbone="resnet18", width=0.25, num_classes=10, flow="single", flow_after="layer2")
 
 
-def _timeit(fn, repeats: int, device: torch.device) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    fn()  # warm-up (allocations, kernel selection, compilation)
-    sync()
-    times = []
-    for _ in range(repeats):
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                   budget_s: float = 60.0) -> dict[str, list[float]]:
+    """Milliseconds of every call of each function, called round-robin after one warm-up call each.
+
+    A function whose warm-up took longer than ``budget_s / repeats`` gets fewer repeats (at least one);
+    a warm-up slower than 2 s also counts as a sample (allocation warm-up is negligible there).
+    """
+    first, samples = {}, {}
+    for name, fn in fns.items():
         start = time.perf_counter()
         fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+        _sync(device)
+        first[name] = time.perf_counter() - start
+        samples[name] = [first[name]] if first[name] > 2.0 else []
+    reps = {name: max(1, min(repeats, int(budget_s / max(first[name], 1e-9)))) for name in fns}
+    for r in range(max(reps.values())):
+        for name, fn in fns.items():
+            if r < reps[name]:
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                samples[name].append(time.perf_counter() - start)
+    return {name: [t * 1000.0 for t in v] for name, v in samples.items()}
+
+
+def paired_speedup(ref: list[float], other: list[float]) -> float:
+    """Median over rounds of ref / other, pairing the calls made back to back in the same round; this
+    follows load changes on a shared machine better than a ratio of medians."""
+    n = min(len(ref), len(other))
+    if n == 0:
+        return float("nan")
+    return statistics.median(r / o for r, o in zip(ref[:n], other[:n]))
 
 
 def flow_module(impl: str, channels: int, iterations: int):
     """The flow layer implementation named ``impl`` (eager reference or a fused variant)."""
     from .flow import RepresentationFlow
 
-    layer = RepresentationFlow(channels, iterations=iterations)
+    torch.manual_seed(0)
+    layer = RepresentationFlow(channels, iterations=iterations, impl="eager")
     if impl == "eager":
         return layer
-    from . import flow_fused  # noqa: F401  (optional: added by the fused-kernel work)
+    from . import flow_fused
 
     return flow_fused.make_fused(layer, impl)
 
@@ -106,116 +162,253 @@ def available_flow_impls(device: str) -> list[str]:
     return ["eager"] + list(flow_fused.available_impls(device))
 
 
-def run_case(case: Case) -> dict:
+class SavedTensors:
+    """Context manager: MB of the distinct tensor storages autograd saves for backward inside it."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self) -> "SavedTensors":
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def mb(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
+def _flow_input(case: Case, device: torch.device) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(case.batch, case.channels, case.frames, case.size, case.size, device=device) * 255
+
+
+def run_case(case: Case) -> list[dict]:
     if case.threads:
         torch.set_num_threads(case.threads)
     device = torch.device(case.device)
-    torch.manual_seed(0)
-    result: dict = {}
     if case.kind == "flow":
-        layer = flow_module(case.impl, case.channels, case.iterations).to(device)
-        x = (torch.rand(case.batch, case.channels, case.frames, case.size, case.size, device=device) * 255)
-        xg = x.clone().requires_grad_(True)
+        return _run_flow(case, device)
+    if case.kind == "flow-peak":
+        return _run_flow_peak(case, device)
+    return _run_model(case, device)
 
-        def forward():
+
+def _run_flow(case: Case, device: torch.device) -> list[dict]:
+    layers = {impl: flow_module(impl, case.channels, case.iterations).to(device) for impl in case.impls}
+    x = _flow_input(case, device)
+    xg = x.clone().requires_grad_(True)
+
+    def forward(layer):
+        def fn():
             with torch.no_grad():
                 layer(x)
+        return fn
 
-        def forward_backward():
-            layer(xg).sum().backward()
+    saved: dict[str, float] = {}
 
-        base_rss = _rss_mb()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            base_cuda = torch.cuda.memory_allocated(device)
-        result["forward_ms"] = _timeit(forward, case.repeats, device)
-        if device.type == "cuda":
-            result["forward_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            result["forward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
-        result["forward_backward_ms"] = _timeit(forward_backward, case.repeats, device)
-        if device.type == "cuda":
-            result["forward_backward_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
-        else:
-            result["forward_backward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
+    def forward_backward(impl, layer):
+        def fn():
+            if impl not in saved:  # the warm-up call also measures what autograd saves
+                with SavedTensors() as tracker:
+                    out = layer(xg)
+                saved[impl] = tracker.mb
+            else:
+                out = layer(xg)
+            out.sum().backward()
+        return fn
+
+    fwd = interleaved_ms({i: forward(m) for i, m in layers.items()}, case.repeats, device, case.budget_s)
+    fb = interleaved_ms({i: forward_backward(i, m) for i, m in layers.items()}, case.repeats, device, case.budget_s)
+    rows = []
+    with torch.no_grad():
+        ref = layers["eager"](x) if "eager" in layers and len(layers) > 1 else None
+        for impl, layer in layers.items():
+            row = {**asdict(case), "impl": impl, "forward_ms": statistics.median(fwd[impl]),
+                   "forward_backward_ms": statistics.median(fb[impl]), "forward_samples_ms": fwd[impl],
+                   "forward_backward_samples_ms": fb[impl], "saved_mb": saved[impl]}
+            if ref is not None:
+                row["max_rel_diff"] = 0.0 if impl == "eager" else ((layer(x) - ref).norm() / ref.norm()).item()
+            rows.append(row)
+    return rows
+
+
+def _run_flow_peak(case: Case, device: torch.device) -> list[dict]:
+    """Peak memory of one forward (no grad) and one forward+backward of a single implementation."""
+    (impl,) = case.impls
+    layer = flow_module(impl, case.channels, case.iterations).to(device)
+    x = _flow_input(case, device)
+    xg = x.clone().requires_grad_(True)
+    # Load libraries, kernels and thread pools on a tiny input first: their memory is not the layer's.
+    tiny = torch.rand(1, case.channels, 2, 4, 4, device=device, requires_grad=True)
+    layer(tiny).sum().backward()
+    _reset_peak_rss()
+    base_rss = _rss_mb()
+    row = {**asdict(case), "impl": impl}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    with torch.no_grad():
+        layer(x)
+    if device.type == "cuda":
+        row["forward_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
     else:
-        from .model import ActionNet, ModelConfig
+        row["forward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
+        _reset_peak_rss()
+        base_rss = _rss_mb()
+    layer(xg).sum().backward()
+    if device.type == "cuda":
+        row["forward_backward_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        row["forward_backward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
+    return [row]
 
-        if case.model == "small":
-            cfg = small_model_config()
+
+def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    from .recognizer import _to_channels_last
+
+    _to_channels_last(model)
+    return model
+
+
+def _run_model(case: Case, device: torch.device) -> list[dict]:
+    from . import flow_fused
+    from .model import ActionNet, ModelConfig
+
+    if case.model == "small":
+        cfg = small_model_config()
+    else:
+        cfg = ModelConfig(backbone="resnet50", width=1.0, num_classes=400, flow="single",
+                          flow_after="layer2", iterations=20)
+    torch.manual_seed(0)
+    base = ActionNet(cfg).to(device).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    clip = torch.randn(1, 3, case.frames, case.size, case.size, device=device)
+    models: dict[str, torch.nn.Module] = {}
+    compile_s: dict[str, float] = {}
+    for variant in case.impls:
+        if variant == "flow-eager":
+            models[variant] = flow_fused.make_fused(copy.deepcopy(base), "eager")
+        elif variant == "flow-fused":
+            models[variant] = flow_fused.make_fused(copy.deepcopy(base), "fused")
+        elif variant == "fused+channels_last":
+            models[variant] = _channels_last(flow_fused.make_fused(copy.deepcopy(base), "fused"))
+        elif variant == "fused+cl+compile":
+            model = torch.compile(_channels_last(flow_fused.make_fused(copy.deepcopy(base), "fused")), dynamic=False)
+            start = time.perf_counter()
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=device.type == "cpu"), torch.inference_mode():
+                model(clip)
+            compile_s[variant] = time.perf_counter() - start
+            models[variant] = model
         else:
-            cfg = ModelConfig(backbone="resnet50", width=1.0, num_classes=400, flow="single",
-                              flow_after="layer2", iterations=20)
-        model = ActionNet(cfg).to(device).eval()
-        clip = torch.randn(1, 3, case.frames, case.size, case.size, device=device)
+            raise ValueError(f"unknown model variant {variant!r}")
 
-        def forward():
+    def forward(model):
+        def fn():
             with torch.inference_mode():
                 model(clip)
+        return fn
 
-        base_rss = _rss_mb()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        result["window_ms"] = _timeit(forward, case.repeats, device)
-        result["peak_mb"] = (
-            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else max(0.0, _peak_rss_mb() - base_rss)
-        )
-        result["model"] = f"{cfg.backbone} x{cfg.width} flow={cfg.flow}@{cfg.flow_after} it={cfg.iterations}"
-    return {**asdict(case), **result}
+    _reset_peak_rss()
+    base_rss = _rss_mb()
+    times = interleaved_ms({v: forward(m) for v, m in models.items()}, case.repeats, device, case.budget_s)
+    with torch.inference_mode():
+        ref = models[case.impls[0]](clip)
+        diffs = {v: (m(clip) - ref).abs().max().item() for v, m in models.items()}
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else max(0.0, _peak_rss_mb() - base_rss))
+    name = f"{cfg.backbone} x{cfg.width} flow={cfg.flow}@{cfg.flow_after} it={cfg.iterations}"
+    return [{**asdict(case), "impl": v, "window_ms": statistics.median(times[v]), "window_samples_ms": times[v],
+             "max_abs_logit_diff": diffs[v],
+             "compile_s": compile_s.get(v), "process_peak_mb": peak, "model_name": name} for v in case.impls]
 
 
-def _run_isolated(case: Case) -> dict:
+def _run_isolated(case: Case) -> list[dict]:
     """Run one case in a fresh process so that its peak memory is its own."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         return pool.apply(run_case, (case,))
 
 
-def build_cases(devices: list[str], quick: bool, repeats: int) -> list[Case]:
+def build_cases(devices: list[str], quick: bool, repeats: int, sizes=None, iterations=None, peak: bool = True,
+                budget_s: float = 60.0) -> list[Case]:
     cases = []
+    sizes = tuple(sizes or (FLOW_SIZES[:1] if quick else FLOW_SIZES))
+    iterations = tuple(iterations or ((1, 10) if quick else FLOW_ITERATIONS))
     for device in devices:
-        for impl in available_flow_impls(device):
-            sizes = FLOW_SIZES[:1] if quick else FLOW_SIZES
-            iterations = (1, 10) if quick else FLOW_ITERATIONS
-            for size in sizes:
-                for it in iterations:
-                    cases.append(Case("flow", device, impl=impl, size=size, iterations=it,
-                                      batch=2 if quick else 8, repeats=1 if quick else repeats))
+        impls = tuple(available_flow_impls(device))
+        for size in sizes:
+            for it in iterations:
+                common = dict(size=size, iterations=it, batch=2 if quick else 8, repeats=1 if quick else repeats,
+                              budget_s=budget_s)
+                cases.append(Case("flow", device, impls=impls, **common))
+                if peak:
+                    cases += [Case("flow-peak", device, impls=(impl,), **common) for impl in impls]
+        fused = "fused" in impls
         models = ("small",) if quick else ("small", "resnet50")
         for model in models:
             for frames, size in (WINDOWS[:1] if quick else WINDOWS):
+                variants = ("flow-eager", "flow-fused") if fused else ("flow-eager",)
+                if fused and model == "small" and size == 112 and not quick:
+                    variants = MODEL_VARIANTS
                 heavy = model == "resnet50" or size > 112
-                cases.append(Case("model", device, model=model, frames=frames, size=size,
-                                  repeats=1 if (quick or (heavy and device == "cpu")) else repeats))
+                cases.append(Case("model", device, impls=variants, model=model, frames=frames, size=size,
+                                  repeats=1 if quick else (2 if heavy and device == "cpu" else max(repeats, 10)),
+                                  budget_s=budget_s))
     return cases
 
 
 def format_table(rows: list[dict]) -> str:
     lines = []
     flow_rows = [r for r in rows if r["kind"] == "flow"]
+    peaks = {(r["device"], r["impl"], r["size"], r["iterations"]): r for r in rows if r["kind"] == "flow-peak"}
     if flow_rows:
         eager = {(r["device"], r["size"], r["iterations"]): r for r in flow_rows if r["impl"] == "eager"}
-        lines.append("Flow layer (B={batch}, C'={channels}, T={frames}): median ms, peak MB, speed-up vs eager".format(**flow_rows[0]))
-        lines.append(f"{'device':<7}{'impl':<16}{'HxW':>7}{'iters':>6}{'fwd ms':>10}{'x':>7}{'fwd MB':>9}"
-                     f"{'fwd+bwd ms':>12}{'x':>7}{'f+b MB':>9}")
+        lines.append("Flow layer (B={batch}, C'={channels}, T={frames}): median ms, speed-up vs eager (same run, "
+                     "interleaved, paired), MB saved for backward, peak MB of one fwd / fwd+bwd, max relative "
+                     "output difference vs eager".format(**flow_rows[0]))
+        lines.append(f"{'device':<7}{'impl':<8}{'HxW':>7}{'iters':>6}{'fwd ms':>10}{'x':>7}"
+                     f"{'fwd+bwd ms':>12}{'x':>7}{'saved MB':>10}{'peak fwd':>10}{'peak f+b':>10}{'rel diff':>10}")
         for r in flow_rows:
             ref = eager.get((r["device"], r["size"], r["iterations"]))
-            fx = ref["forward_ms"] / r["forward_ms"] if ref else float("nan")
-            bx = ref["forward_backward_ms"] / r["forward_backward_ms"] if ref else float("nan")
+            fx = paired_speedup(ref["forward_samples_ms"], r["forward_samples_ms"]) if ref else float("nan")
+            bx = (paired_speedup(ref["forward_backward_samples_ms"], r["forward_backward_samples_ms"])
+                  if ref else float("nan"))
+            peak = peaks.get((r["device"], r["impl"], r["size"], r["iterations"]), {})
+            pf, pb = peak.get("forward_peak_mb", float("nan")), peak.get("forward_backward_peak_mb", float("nan"))
             lines.append(
-                f"{r['device']:<7}{r['impl']:<16}{r['size']:>4}x{r['size']:<2}{r['iterations']:>6}"
-                f"{r['forward_ms']:>10.1f}{fx:>7.2f}{r['forward_peak_mb']:>9.0f}"
-                f"{r['forward_backward_ms']:>12.1f}{bx:>7.2f}{r['forward_backward_peak_mb']:>9.0f}"
+                f"{r['device']:<7}{r['impl']:<8}{r['size']:>4}x{r['size']:<2}{r['iterations']:>6}"
+                f"{r['forward_ms']:>10.1f}{fx:>7.2f}{r['forward_backward_ms']:>12.1f}{bx:>7.2f}"
+                f"{r['saved_mb']:>10.0f}{pf:>10.0f}{pb:>10.0f}{r.get('max_rel_diff', float('nan')):>10.1e}"
             )
     model_rows = [r for r in rows if r["kind"] == "model"]
     if model_rows:
         lines.append("")
-        lines.append("Whole model, one window (batch 1, inference, fp32): median ms, peak MB")
-        lines.append(f"{'device':<7}{'model':<44}{'window':>12}{'ms':>10}{'MB':>8}")
+        lines.append("Whole model, one window (batch 1, inference, fp32): median ms, speed-up vs the first variant "
+                     "(same run, interleaved, paired), max |logit diff| vs it, compile time")
+        lines.append(f"{'device':<7}{'model':<40}{'window':>11}  {'variant':<21}{'ms':>9}{'x':>7}{'diff':>10}"
+                     f"{'compile s':>11}")
+        firsts = {}
         for r in model_rows:
+            key = (r["device"], r["model_name"], r["frames"], r["size"])
+            firsts.setdefault(key, r)
+            speedup = paired_speedup(firsts[key]["window_samples_ms"], r["window_samples_ms"])
             window = f"{r['frames']}x{r['size']}x{r['size']}"
-            lines.append(f"{r['device']:<7}{r['model']:<44}{window:>12}{r['window_ms']:>10.1f}{r['peak_mb']:>8.0f}")
+            compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") else ""
+            lines.append(f"{r['device']:<7}{r['model_name']:<40}{window:>11}  {r['impl']:<21}{r['window_ms']:>9.1f}"
+                         f"{speedup:>7.2f}{r['max_abs_logit_diff']:>10.1e}{compile_s:>11}")
     return "\n".join(lines)
 
 
@@ -224,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when present)")
     parser.add_argument("--quick", action="store_true", help="a small subset (smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds of timed calls per implementation and measurement (slow ones repeat less)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help=f"flow H=W (default {FLOW_SIZES})")
+    parser.add_argument("--iterations", type=int, nargs="+", default=None,
+                        help=f"flow iterations (default {FLOW_ITERATIONS})")
+    parser.add_argument("--no-peak", action="store_true", help="skip the flow layer's peak-memory processes")
     parser.add_argument("--out", default="bench_results/core_bench.json")
     parser.add_argument("--only", choices=["flow", "model"], default=None)
     args = parser.parse_args(argv)
@@ -234,22 +433,25 @@ def main(argv: list[str] | None = None) -> int:
             print("CUDA requested but not available", file=sys.stderr)
             return 2
         devices = [args.device]
-    cases = [c for c in build_cases(devices, args.quick, args.repeats) if args.only in (None, c.kind)]
+    cases = [c for c in build_cases(devices, args.quick, args.repeats, args.sizes, args.iterations,
+                                    not args.no_peak, args.budget)
+             if args.only is None or c.kind.startswith(args.only)]
     rows = []
     print(f"repflow_core.bench: {len(cases)} cases on {', '.join(devices)} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)
     for i, case in enumerate(cases, 1):
         start = time.perf_counter()
-        row = _run_isolated(case)
-        rows.append(row)
-        label = f"{case.kind} {case.impl if case.kind == 'flow' else case.model} {case.frames}x{case.size} it={case.iterations}"
-        print(f"  [{i}/{len(cases)}] {label} ({time.perf_counter() - start:.1f} s)", flush=True)
+        rows += _run_isolated(case)
+        what = case.model if case.kind == "model" else f"{case.size}x{case.size} it={case.iterations}"
+        print(f"  [{i}/{len(cases)}] {case.kind} {what} {'/'.join(case.impls)} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
     table = format_table(rows)
     print()
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
+        "date": date.today().isoformat(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
