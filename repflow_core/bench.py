@@ -14,6 +14,8 @@ fused, eager, fused, ...), so load changes on a shared machine hit them alike. T
 warm-up call; speed-ups ("x") are the median over rounds of the ratio of the calls made back to back, and
 speed goals are read as those ratios, not the absolute times (which vary several-fold on a shared machine). A call slower than
 ``--budget`` / repeats is repeated fewer times (at least once after its warm-up).
+Forward+backward is skipped ("no memory") where what autograd would save (measured on one sample, times
+the batch) exceeds 75 % of the free memory: the eager layer at 56x56 with 20 iterations needs ~24 GB.
 Memory: "saved MB" is what autograd keeps for backward (unique tensor storages, exact, from
 ``saved_tensors_hooks``). "peak MB": on CUDA ``torch.cuda.max_memory_allocated``; on the CPU PyTorch keeps
 no peak counter, so one forward, then one forward+backward, run in a fresh spawned process per
@@ -28,6 +30,8 @@ import argparse
 import copy
 import json
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import platform
 import resource
 import statistics
@@ -186,6 +190,35 @@ class SavedTensors:
         return sum(self.storages.values()) / 2**20
 
 
+def _available_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**20
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("inf")
+
+
+def predicted_saved_mb(layer, xg: torch.Tensor) -> float:
+    """What autograd would save for the whole batch, from one sample (it is linear in the batch)."""
+    with SavedTensors() as tracker:
+        out = layer(xg[:1].detach().clone().requires_grad_(True))
+    del out
+    return tracker.mb * xg.shape[0]
+
+
+def _backward_fits(layer, xg: torch.Tensor, device: torch.device) -> tuple[bool, float]:
+    """Whether forward+backward of ``layer`` fits in 75 % of the free memory (the eager layer at 56x56 with
+    20 iterations saves ~24 GB at B=8: the OOM killer, not a number)."""
+    need = predicted_saved_mb(layer, xg)
+    return need < 0.75 * _available_mb(device), need
+
+
 def _flow_input(case: Case, device: torch.device) -> torch.Tensor:
     torch.manual_seed(0)
     return torch.rand(case.batch, case.channels, case.frames, case.size, case.size, device=device) * 255
@@ -226,15 +259,19 @@ def _run_flow(case: Case, device: torch.device) -> list[dict]:
             out.sum().backward()
         return fn
 
+    fits = {impl: _backward_fits(layer, xg, device) for impl, layer in layers.items()}
     fwd = interleaved_ms({i: forward(m) for i, m in layers.items()}, case.repeats, device, case.budget_s)
-    fb = interleaved_ms({i: forward_backward(i, m) for i, m in layers.items()}, case.repeats, device, case.budget_s)
+    fb = interleaved_ms({i: forward_backward(i, m) for i, m in layers.items() if fits[i][0]}, case.repeats, device,
+                        case.budget_s)
     rows = []
     with torch.no_grad():
         ref = layers["eager"](x) if "eager" in layers and len(layers) > 1 else None
         for impl, layer in layers.items():
+            samples = fb.get(impl, [])
             row = {**asdict(case), "impl": impl, "forward_ms": statistics.median(fwd[impl]),
-                   "forward_backward_ms": statistics.median(fb[impl]), "forward_samples_ms": fwd[impl],
-                   "forward_backward_samples_ms": fb[impl], "saved_mb": saved[impl]}
+                   "forward_backward_ms": statistics.median(samples) if samples else float("nan"),
+                   "forward_samples_ms": fwd[impl], "forward_backward_samples_ms": samples,
+                   "saved_mb": saved.get(impl, fits[impl][1]), "backward_skipped": not fits[impl][0]}
             if ref is not None:
                 row["max_rel_diff"] = 0.0 if impl == "eager" else ((layer(x) - ref).norm() / ref.norm()).item()
             rows.append(row)
@@ -263,6 +300,11 @@ def _run_flow_peak(case: Case, device: torch.device) -> list[dict]:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         row["forward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
+    fits, _ = _backward_fits(layer, xg, device)
+    if not fits:
+        row["forward_backward_peak_mb"] = float("nan")
+        return [row]
+    if device.type == "cpu":
         _reset_peak_rss()
         base_rss = _rss_mb()
     layer(xg).sum().backward()
@@ -336,10 +378,14 @@ def _run_model(case: Case, device: torch.device) -> list[dict]:
 
 
 def _run_isolated(case: Case) -> list[dict]:
-    """Run one case in a fresh process so that its peak memory is its own."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(run_case, (case,))
+    """Run one case in a fresh process so that its peak memory is its own (and a crash is only its own)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            return pool.submit(run_case, case).result()
+        except BrokenProcessPool:
+            print(f"    the process running {case.kind} {case.impls} died (out of memory?); no figures",
+                  flush=True)
+            return []
 
 
 def build_cases(devices: list[str], quick: bool, repeats: int, sizes=None, iterations=None, peak: bool = True,
@@ -388,9 +434,10 @@ def format_table(rows: list[dict]) -> str:
                   if ref else float("nan"))
             peak = peaks.get((r["device"], r["impl"], r["size"], r["iterations"]), {})
             pf, pb = peak.get("forward_peak_mb", float("nan")), peak.get("forward_backward_peak_mb", float("nan"))
+            fb_ms = "no memory" if r.get("backward_skipped") else f"{r['forward_backward_ms']:.1f}"
             lines.append(
                 f"{r['device']:<7}{r['impl']:<8}{r['size']:>4}x{r['size']:<2}{r['iterations']:>6}"
-                f"{r['forward_ms']:>10.1f}{fx:>7.2f}{r['forward_backward_ms']:>12.1f}{bx:>7.2f}"
+                f"{r['forward_ms']:>10.1f}{fx:>7.2f}{fb_ms:>12}{bx:>7.2f}"
                 f"{r['saved_mb']:>10.0f}{pf:>10.0f}{pb:>10.0f}{r.get('max_rel_diff', float('nan')):>10.1e}"
             )
     model_rows = [r for r in rows if r["kind"] == "model"]
@@ -439,15 +486,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"repflow_core.bench: {len(cases)} cases on {', '.join(devices)} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)
-    for i, case in enumerate(cases, 1):
-        start = time.perf_counter()
-        rows += _run_isolated(case)
-        what = case.model if case.kind == "model" else f"{case.size}x{case.size} it={case.iterations}"
-        print(f"  [{i}/{len(cases)}] {case.kind} {what} {'/'.join(case.impls)} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
-    table = format_table(rows)
-    print()
-    print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -460,7 +498,16 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "command": "python -m repflow_core.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    for i, case in enumerate(cases, 1):
+        start = time.perf_counter()
+        rows += _run_isolated(case)
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))  # partial results survive a crash
+        what = case.model if case.kind == "model" else f"{case.size}x{case.size} it={case.iterations}"
+        print(f"  [{i}/{len(cases)}] {case.kind} {what} {'/'.join(case.impls)} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    table = format_table(rows)
+    print()
+    print(table)
     print(f"\nwrote {out}")
     return 0
 
