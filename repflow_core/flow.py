@@ -27,7 +27,7 @@ Choices where the paper is silent or ambiguous (documented here because they cha
 
 Implementations (``RepresentationFlow(impl=...)``): this module's ``flow_pairs`` is the eager reference,
 a direct transcription of Algorithm 1; ``repflow_core.flow_fused`` holds fused kernels keyed by device (on
-the CPU a native C++ kernel, ~15x faster forward and ~14x forward+backward, see BENCHMARKS.md) that
+the CPU a native C++ kernel, 13-19x faster forward and 10-15x forward+backward, see BENCHMARKS.md) that
 must match it to 1e-4 relative (test/test_flow_fused.py). ``impl="auto"`` (the default) uses the fused
 kernel wherever it supports the call (CPU float32/bfloat16/float16) and is available, else the eager
 layer; ``"eager"`` and ``"fused"`` force a choice (``"fused"`` falls back to eager with one warning if it

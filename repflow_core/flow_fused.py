@@ -46,7 +46,7 @@ fuses them. Compiling the whole unrolled loop cost 139 s (forward) + 228 s (back
 91 s for 5.2x / 1.8x. Inductor cannot fuse across iterations (every stencil needs its input materialised),
 so it stays memory bound and autograd still saves per-iteration tensors; it misses the 3x
 forward+backward goal and would put minutes of compilation into every new process and shape. The native
-kernel is 10-16x / 11-18x with no compilation per process (BENCHMARKS.md). It is exposed as the custom op
+kernel is 13-19x / 10-15x with no compilation per process (BENCHMARKS.md). It is exposed as the custom op
 ``repflow::tvl1_flow`` (autograd and fake-tensor support), so a model holding the layer can still be
 wrapped in ``torch.compile`` (the Recognizer's ``compile=True``); the op is opaque to inductor.
 
