@@ -5,14 +5,19 @@
     ros2 launch repflow_ros recognize.launch.py params_file:=/path/to/my.yaml namespace:=robot1 log_level:=debug
 
 `model_path` and `device` override the params file only when given (empty: the file's value is kept).
+A params_file that does not exist stops the launch with an error (instead of running the node on its defaults), and
+the launch shuts down -- with a non-zero status when the recognizer failed -- as soon as the recognizer exits.
 Without a ROS install (PyPI wheels, no `launch`), run the same node with the same file instead:
     python -m repflow_ros.recognizer_node --ros-args --params-file config/recognize.yaml -r image:=/camera/image_raw
 """
 
 import os
+import sys
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -21,6 +26,9 @@ PACKAGE = "repflow_ros"
 
 #: Launch arguments that become recognizer parameters of the same name when they are not empty.
 PARAMETER_ARGUMENTS = ("model_path", "device")
+
+#: Colour codes and carriage returns only help a terminal: logs piped to a file stay plain.
+EMULATE_TTY = sys.stdout.isatty()
 
 
 def _default_params_file():
@@ -45,7 +53,24 @@ def _camera_condition():
         return LaunchConfigurationEquals("camera", "sim")
 
 
+def _on_recognizer_exit(event, context):
+    """End the launch when the recognizer ends: with a non-zero launch status when it failed (bad model_path,
+    device:=cuda without CUDA...), so scripts and supervisors see the failure and the demo camera does not keep
+    running alone. Raising is how an event handler makes ``ros2 launch`` shut down and exit non-zero."""
+    if getattr(context, "is_shutdown", False):  # Ctrl-C: everything is stopping anyway
+        return None
+    code = event.returncode
+    if code != 0:
+        raise RuntimeError(f"{event.action.name} exited with status {code} (see its log above): "
+                           "shutting the launch down")
+    return [LogInfo(msg="the recognizer exited: shutting the launch down"),
+            EmitEvent(event=Shutdown(reason="the recognizer exited"))]
+
+
 def _recognizer(context, *args, **kwargs):
+    params_file = LaunchConfiguration("params_file").perform(context)
+    if not os.path.isfile(params_file):  # rcl would only warn and the node would run on its built-in defaults
+        raise RuntimeError(f"params_file {params_file!r} does not exist (launch argument params_file)")
     overrides = {}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context).strip()
@@ -60,9 +85,10 @@ def _recognizer(context, *args, **kwargs):
         remappings=[("image", LaunchConfiguration("image_topic"))],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
         output="screen",
-        emulate_tty=True,
+        emulate_tty=EMULATE_TTY,
     )
-    return [recognizer]
+    on_exit = RegisterEventHandler(OnProcessExit(target_action=recognizer, on_exit=_on_recognizer_exit))
+    return [recognizer, on_exit]
 
 
 def generate_launch_description():
@@ -100,7 +126,7 @@ def generate_launch_description():
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
         output="screen",
-        emulate_tty=True,
+        emulate_tty=EMULATE_TTY,
         condition=_camera_condition(),
     )
     return LaunchDescription(arguments + [OpaqueFunction(function=_recognizer), camera])

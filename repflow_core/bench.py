@@ -153,17 +153,17 @@ def flow_module(impl: str, channels: int, iterations: int):
     layer = RepresentationFlow(channels, iterations=iterations, impl="eager")
     if impl == "eager":
         return layer
-    from . import flow_fused
+    from . import kernels
 
-    return flow_fused.make_fused(layer, impl)
+    return kernels.make_fused(layer, impl)
 
 
 def available_flow_impls(device: str) -> list[str]:
     try:
-        from . import flow_fused
+        from . import kernels
     except ImportError:
         return ["eager"]
-    return ["eager"] + list(flow_fused.available_impls(device))
+    return ["eager"] + list(kernels.available_impls(device))
 
 
 class SavedTensors:
@@ -323,7 +323,7 @@ def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _run_model(case: Case, device: torch.device) -> list[dict]:
-    from . import flow_fused
+    from . import kernels
     from .model import ActionNet, ModelConfig
 
     if case.model == "small":
@@ -340,13 +340,13 @@ def _run_model(case: Case, device: torch.device) -> list[dict]:
     compile_s: dict[str, float] = {}
     for variant in case.impls:
         if variant == "flow-eager":
-            models[variant] = flow_fused.make_fused(copy.deepcopy(base), "eager")
+            models[variant] = kernels.make_fused(copy.deepcopy(base), "eager")
         elif variant == "flow-fused":
-            models[variant] = flow_fused.make_fused(copy.deepcopy(base), "fused")
+            models[variant] = kernels.make_fused(copy.deepcopy(base), "fused")
         elif variant == "fused+channels_last":
-            models[variant] = _channels_last(flow_fused.make_fused(copy.deepcopy(base), "fused"))
+            models[variant] = _channels_last(kernels.make_fused(copy.deepcopy(base), "fused"))
         elif variant == "fused+cl+compile":
-            model = torch.compile(_channels_last(flow_fused.make_fused(copy.deepcopy(base), "fused")), dynamic=False)
+            model = torch.compile(_channels_last(kernels.make_fused(copy.deepcopy(base), "fused")), dynamic=False)
             start = time.perf_counter()
             import torch._inductor.config as inductor_config
 
@@ -460,7 +460,17 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    suite = argparse.ArgumentParser(add_help=False)
+    suite.add_argument("--suite", choices=["speed", "flow-quality"], default="speed")
+    chosen, rest = suite.parse_known_args(argv)
+    if chosen.suite == "flow-quality":  # EPE and ms/pair on known motion: its own options (--help lists them)
+        from . import flow_quality
+
+        return flow_quality.main(rest)
+    argv = rest
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="--suite flow-quality: flow EPE on known motion (see its --help)")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when present)")
     parser.add_argument("--quick", action="store_true", help="a small subset (smoke test)")
     parser.add_argument("--repeats", type=int, default=5)

@@ -14,6 +14,8 @@ the same files::
     optim:  OptimConfig   lr, momentum, weight_decay, schedule, step_size, gamma, warmup_epochs,
                           flow_lr_scale, grad_clip, accumulate
     synthetic: SyntheticConfig  generate the synthetic dataset into data.root when it is missing
+    loss:   LossConfig    photometric, census, smoothness weights of the joint loss (0 = off)
+    stages: [StageConfig] UF-TSN's training stages (flow, classifier, end_to_end) with their epochs
     epochs, batch_size, amp, ema_decay, out_dir, seed, deterministic, device, log_every, eval_every,
     eval_batch_size, tensorboard
 """
@@ -32,11 +34,14 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from .data.layouts import DataConfig
+from .devices import DEVICE_CHOICES, check_device_spec
 from .model import ModelConfig
 
 __all__ = [
     "ConfigError",
+    "LossConfig",
     "OptimConfig",
+    "StageConfig",
     "SyntheticConfig",
     "TrainConfig",
     "SHORTCUTS",
@@ -128,8 +133,62 @@ class SyntheticConfig:
         return self
 
 
+@dataclass
+class LossConfig:
+    """Unsupervised motion terms added to the cross-entropy (the joint loss, issue 13; 0 = off, the default).
+
+    For the representation-flow network each flow layer's flow is scored in feature space at its stage
+    (:mod:`repflow_core.joint_loss`): the next frame's normalised features, scaled to [0, 1], warped by the
+    layer's flow of that channel, against the current frame's. ``photometric``: Charbonnier photometric
+    loss (service-robot paper Eq. 1; L1 with ``photometric_l1``); ``census``: UF-TSN's census term;
+    ``smoothness``: Charbonnier smoothness (Eq. 2), or UF-TSN's edge-aware one with ``edge_aware`` (an
+    edge is a step of about 1 / ``edge_weight`` in [0, 1] units). For ``model.motion: uftsn`` non-zero
+    weights replace the poster's defaults of its flow estimator. Each weighted term is logged in log.csv.
+    """
+
+    photometric: float = 0.0
+    census: float = 0.0
+    smoothness: float = 0.0
+    photometric_l1: bool = False
+    edge_aware: bool = False
+    edge_weight: float = 10.0
+
+    def validate(self) -> "LossConfig":
+        self.weights()  # MotionLossWeights names the bad key (loss.<name>)
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.photometric > 0 or self.census > 0 or self.smoothness > 0
+
+    def weights(self):
+        from .motion_losses import MotionLossWeights
+
+        return MotionLossWeights(photometric=self.photometric, census=self.census, smoothness=self.smoothness,
+                                 photometric_l1=self.photometric_l1, edge_aware=self.edge_aware,
+                                 edge_weight=self.edge_weight)
+
+
+@dataclass
+class StageConfig:
+    """One training stage of UF-TSN (``stages: [{name: flow, epochs: 2}, ...]``): ``name`` is ``flow`` (the
+    estimator alone, unsupervised), ``classifier`` (estimator frozen, cross-entropy) or ``end_to_end``."""
+
+    name: str = "end_to_end"
+    epochs: int = 1
+
+    def validate(self) -> "StageConfig":
+        from .uftsn import STAGES
+
+        if self.name not in STAGES:
+            raise ValueError(f"unknown stage {self.name!r}; choose one of {STAGES}")
+        if self.epochs < 1:
+            raise ValueError(f"stage {self.name!r}: epochs must be >= 1, got {self.epochs}")
+        return self
+
+
 AMP_MODES = ("none", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = DEVICE_CHOICES  # kept for callers of the old name
 
 
 @dataclass
@@ -148,6 +207,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    stages: list[StageConfig] = field(default_factory=list)  # UF-TSN stages; empty = one end-to-end stage
     epochs: int = 30
     batch_size: int = 8
     eval_batch_size: int = 0  # 0 = same as batch_size
@@ -166,6 +227,9 @@ class TrainConfig:
         self.data.validate()
         self.optim.validate()
         self.synthetic.validate()
+        self.loss.validate()
+        for st in self.stages:
+            st.validate()
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 0:
@@ -175,13 +239,36 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        self.device = check_device_spec(self.device)  # the one device rule (repflow_core.devices); DeviceError names it
         if self.log_every < 1 or self.eval_every < 0:
             raise ValueError("log_every must be >= 1 and eval_every >= 0")
         if self.data.clip_len < self.model.frames_consumed + 1:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
         return self
+
+    def check_stages(self) -> "TrainConfig":
+        """Stages against the rest of the config (not in :meth:`validate`: overrides are applied one at a time,
+        and ``stages`` and ``epochs`` may change in either order). Called when a run starts."""
+        if not self.stages:
+            return self
+        if self.model.motion != "uftsn":
+            raise ConfigError(f"stages are UF-TSN's training stages; they need model.motion=uftsn, got "
+                             f"{self.model.motion!r}")
+        total = sum(st.epochs for st in self.stages)
+        if total != self.epochs:
+            raise ConfigError(f"epochs is {self.epochs} but the stages add up to {total} epochs "
+                             f"({', '.join(f'{st.name}: {st.epochs}' for st in self.stages)}); make them agree")
+        return self
+
+    def stage_at(self, epoch: int) -> str:
+        """The UF-TSN stage of 0-based ``epoch`` (the stage follows from the epoch, so a resume continues in
+        the right one); ``end_to_end`` without stages."""
+        end = 0
+        for st in self.stages:
+            end += st.epochs
+            if epoch < end:
+                return st.name
+        return self.stages[-1].name if self.stages else "end_to_end"
 
 
 # ------------------------------------------------------------------------------ generic conversion
@@ -444,11 +531,9 @@ def load_yaml(path: str | Path) -> dict:
 def dump_yaml(obj: Any, path: str | Path | None = None) -> str:
     text = yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        from .atomic_io import atomic_write_text  # temp + fsync + rename, the usual file mode
+
+        atomic_write_text(path, text)
     return text
 
 

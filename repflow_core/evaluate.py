@@ -13,9 +13,10 @@ without multi-cropping). The clip length, stride, crop size, short side and norm
 checkpoint's input spec, so the views are what the model was trained on and what the Recognizer feeds it.
 
 Reports clip top-1 (every view on its own), video top-1 / top-5, mean class accuracy (the mean of the
-per-class video recalls) and writes into ``--out`` (default: ``<checkpoint folder>/eval_<checkpoint
-name>``): ``metrics.json``, ``predictions.csv`` (path, label, predicted, score, top5), ``confusion.png``
-and ``confusion.json``. Unreadable videos are reported and left out of every metric.
+per-class video recalls), prints a per-class table (accuracy, support, most-confused-with) and writes
+into ``--out`` (default: ``<checkpoint folder>/eval_<checkpoint name>``): ``metrics.json``,
+``predictions.csv`` (path, label, predicted, score, top5), ``confusion.png`` and ``confusion.json``.
+Unreadable videos are reported and left out of every metric.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from .config import ConfigError, add_override_arguments, collect_overrides, load
 from .data.dataset import INVALID_LABEL, MultiViewDataset, make_loader
 from .data.layouts import DataConfig, DatasetError, VideoSample, build_samples, fingerprint
 from .data.transforms import normalize_on_device
-from .recognizer import RecognizerError, resolve_device
+from .recognizer import NonFiniteOutput, RecognizerError, resolve_device
 
-__all__ = ["LabelMismatchError", "evaluate_checkpoint", "main"]
+__all__ = ["LabelMismatchError", "evaluate_checkpoint", "main", "per_class_table"]
 
 METRIC_KEYS = ("clip_top1", "video_top1", "video_top5", "mean_class_accuracy")
 
@@ -157,6 +158,12 @@ def evaluate_checkpoint(
             b = batch.shape[0]
             x = normalize_on_device(batch.to(dev, non_blocking=True).flatten(0, 1), spec.mean, spec.std)
             p = torch.softmax(model(x).float(), dim=1).view(b, views, k).cpu()
+            if not bool(torch.isfinite(p).all()):
+                # Accuracies computed from NaN scores would be made up (argmax of NaN is 0): stop here.
+                bad_videos = [str(samples[int(i)].path) for i in idx[~torch.isfinite(p).flatten(1).all(1)]]
+                raise NonFiniteOutput(f"{ckpt_path}: the model's scores are not finite (NaN or inf) on "
+                                      f"{', '.join(bad_videos[:3])}; the checkpoint's weights or input spec are "
+                                      "broken, no metrics written")
             clip_correct += int((p.argmax(2) == y.view(b, 1)).sum())
             clip_total += b * views
             probs_all[idx.numpy()] = p.mean(1).double().numpy()
@@ -209,6 +216,7 @@ def evaluate_checkpoint(
         "videos_per_s": n / seconds if seconds > 0 else float("nan"),
         "device": str(dev),
     }
+    say(per_class_table(conf, labels))
     say(f"{n} videos x {views} views: clip top-1 {metrics['clip_top1'] * 100:.2f}%, video top-1 "
         f"{metrics['video_top1'] * 100:.2f}%, top-{topk} {metrics['video_top5'] * 100:.2f}%, mean class accuracy "
         f"{metrics['mean_class_accuracy'] * 100:.2f}% ({seconds:.1f} s)")
@@ -220,7 +228,7 @@ def evaluate_checkpoint(
 
         viz.plot_confusion(conf, labels, out / "confusion.png",
                            title=f"{ckpt_path.name}, {cfg.test_clips}x{cfg.test_crops} views",
-                           json_path=out / "confusion.json")
+                           json_path=out / "confusion.json", run_name=ckpt_path.resolve().parent.name)
         valid_samples = [s for s, v in zip(samples, valid) if v]
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -232,6 +240,28 @@ def evaluate_checkpoint(
         (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1), encoding="utf-8")
         say(f"wrote metrics.json, predictions.csv, confusion.png to {out}")
     return metrics
+
+
+def per_class_table(confusion: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+    """A text table, one row per class in label order: video accuracy (recall), support (test videos of the
+    class) and the class its videos were most often mistaken for, with the count and share of the class's
+    videos. Classes without test videos show ``-``; the first of equally confused classes is named."""
+    conf = np.asarray(confusion, dtype=np.int64)
+    if conf.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix shape {conf.shape} does not match {len(labels)} labels")
+    width = max([len("class")] + [len(str(lab)) for lab in labels])
+    lines = [f"{'class':<{width}}  accuracy  support  most confused with"]
+    for c, label in enumerate(labels):
+        support = int(conf[c].sum())
+        if not support:
+            lines.append(f"{label:<{width}}  {'-':>8}  {0:>7}  -")
+            continue
+        off = conf[c].copy()
+        off[c] = 0
+        j = int(off.argmax())
+        confused = f"{labels[j]} ({off[j]}, {off[j] / support * 100:.0f}%)" if off[j] else "-"
+        lines.append(f"{label:<{width}}  {conf[c, c] / support * 100:>7.1f}%  {support:>7}  {confused}")
+    return "\n".join(lines)
 
 
 def _json_safe(obj):
@@ -276,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("pass --config (the training YAML) so the dataset can be found")
             config = str(candidate)
         cfg = load_train_config(config, collect_overrides(args))
-        from .train import maybe_generate_synthetic  # the default config generates its dataset on first use
+        from .data.prepare import maybe_generate_synthetic  # the default config generates its dataset
 
         maybe_generate_synthetic(cfg, print, progress=not args.no_progress)
         metrics = evaluate_checkpoint(args.checkpoint, cfg.data, clips=args.clips, crops=args.crops,

@@ -26,13 +26,15 @@ Choices where the paper is silent or ambiguous (documented here because they cha
   border of a [0, 255] image, and with it spurious border flow.
 
 Implementations (``RepresentationFlow(impl=...)``): this module's ``flow_pairs`` is the eager reference,
-a direct transcription of Algorithm 1; ``repflow_core.flow_fused`` holds fused kernels keyed by device (on
-the CPU a native C++ kernel, 13-19x faster forward and 10-15x forward+backward, see BENCHMARKS.md) that
-must match it to 1e-4 relative (test/test_flow_fused.py). ``impl="auto"`` (the default) uses the fused
-kernel wherever it supports the call (CPU float32/bfloat16/float16) and is available, else the eager
-layer; ``"eager"`` and ``"fused"`` force a choice (``"fused"`` falls back to eager with one warning if it
-cannot run). ``REPFLOW_FLOW_IMPL=eager|fused|auto`` or :func:`set_default_impl` replace what ``"auto"``
-means for the whole process. The policy and the reasons for it are in ``flow_fused``'s docstring.
+a direct transcription of Algorithm 1; ``repflow_core.kernels`` holds fused kernels in a registry keyed by
+device (on the CPU a native C++ kernel, 13-19x faster forward and 10-15x forward+backward, see
+BENCHMARKS.md; on CUDA a Triton kernel where installed) that must match it to 1e-4 relative
+(test/test_kernels_cpu.py). ``impl="auto"`` (the default) uses a fused kernel wherever one supports the
+call (CPU float32/bfloat16/float16) and is available, else the eager layer; ``"eager"`` and ``"fused"``
+force a choice (``"fused"`` falls back to eager with one warning if it cannot run); ``"triton"`` forces the
+Triton kernel (an error if it cannot run). ``REPFLOW_FLOW_IMPL=eager|fused|auto|triton`` or
+:func:`set_default_impl` replace what ``"auto"`` means for the whole process. The policy and the reasons for
+it are in ``repflow_core.kernels``'s docstring.
 """
 
 from __future__ import annotations
@@ -40,15 +42,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-GRADIENT_KINDS = ("sobel", "central")
+from . import kernels  # the kernels import nothing from this module: no import cycle
+
+GRADIENT_KINDS = ("sobel", "central", "sobel_fd")
 NORMALISED_MAX = 255.0  # Sec. 3.2: features are normalised to the range of standard images.
-IMPLS = ("auto", "eager", "fused")
+IMPLS = ("auto", "eager", "fused") + kernels.NAMED_IMPLS
 ENV_IMPL = "REPFLOW_FLOW_IMPL"
 LOG = logging.getLogger("repflow_core.flow")
 
@@ -94,7 +98,13 @@ class RepresentationFlow(nn.Module):
     Args:
         channels: number of feature channels C (each gets its own flow; kernels are shared).
         iterations: number of TV-L1 iterations (paper: 10, or 20 for the large models).
-        gradient: ``"sobel"`` follows Eqs. 8 and 10 (Sobel for the image gradient and for grad u).
+        gradient: ``"sobel_fd"`` (default): Sobel for the image gradient (Eq. 8), forward differences for
+            grad u (0 at the last row/column), whose negative adjoint is exactly Eq. 9's divergence with
+            w = [-1, 1] (backward differences). Gradient and divergence being an adjoint pair is what makes
+            the primal-dual iteration converge: EPE on known motion falls from 10 to 50 iterations and stays
+            (BENCHMARKS.md, flow quality). ``"sobel"`` follows Eqs. 8 and 10 literally (Sobel for the image
+            gradient and for grad u): not adjoint to Eq. 9, it gets *worse* past ~10 iterations (EPE doubles
+            by 50); it was the default before, and checkpoints that do not name a kind use it.
             ``"central"`` follows TVNet and the authors' code: central differences [-0.5, 0, 0.5] for the
             image gradient, forward differences for grad u (0 at the last row/column) and the divergence
             as their negative adjoint (backward differences, Eq. 6).
@@ -103,16 +113,22 @@ class RepresentationFlow(nn.Module):
         learn_gradient: learn the gradient kernels (Table 2: hurts; off by default).
         eps: guard added to every denominator and under every square root.
         theta, lam, tau: initial values of the TV-L1 weights (the paper's 0.3, 0.15, 0.25).
-        impl: ``"auto"`` (fused kernel where supported, else this eager reference), ``"eager"`` or
-            ``"fused"``; see the module docstring. Not part of the state dict: checkpoints do not depend
+        impl: ``"auto"`` (fused kernel where supported, else this eager reference), ``"eager"``,
+            ``"fused"`` or ``"triton"``; see the module docstring. Not part of the state dict: checkpoints do not depend
             on it, and it can be changed at any time (``layer.impl = "eager"``).
+        pyramid_levels: 1 (default) is Algorithm 1 at one scale. More runs it coarse to fine (as TV-L1
+            implementations do, Zach et al. Sec. 4): each level halves H and W (area averaging), and from the
+            coarsest up the flow so far is upsampled x2 (bilinear, values doubled), the second frame is
+            backward-warped by it (bilinear ``grid_sample``) and ``iterations`` iterations of Algorithm 1
+            estimate the remaining flow, which is added. Differentiable; the parameters are shared by all
+            levels; the fused kernel, where it runs, runs each level. Follows motions of ~2^(levels-1) px.
     """
 
     def __init__(
         self,
         channels: int,
         iterations: int = 10,
-        gradient: str = "sobel",
+        gradient: str = "sobel_fd",
         learn_params: bool = True,
         learn_divergence: bool = True,
         learn_gradient: bool = False,
@@ -121,8 +137,11 @@ class RepresentationFlow(nn.Module):
         lam: float = 0.15,
         tau: float = 0.25,
         impl: str = "auto",
+        pyramid_levels: int = 1,
     ) -> None:
         super().__init__()
+        if pyramid_levels < 1:
+            raise ValueError(f"pyramid_levels must be >= 1, got {pyramid_levels}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         if gradient not in GRADIENT_KINDS:
@@ -139,6 +158,7 @@ class RepresentationFlow(nn.Module):
         self.gradient = gradient
         self.eps = eps
         self.impl = impl
+        self.pyramid_levels = pyramid_levels
 
         # theta, lambda, tau are stored as softplus pre-activations: whatever the optimiser does to the
         # raw value, the effective weight stays strictly positive and the iteration stays well defined.
@@ -157,6 +177,9 @@ class RepresentationFlow(nn.Module):
         if gradient == "sobel":
             image_x = _sobel_x().view(1, 1, 3, 3)
             flow_x = image_x.clone()  # Eq. 10: grad u with the same Sobel kernel.
+        elif gradient == "sobel_fd":
+            image_x = _sobel_x().view(1, 1, 3, 3)  # Eq. 8
+            flow_x = torch.tensor([[[[-1.0, 1.0]]]])  # forward difference: the adjoint of Eq. 9's [-1, 1]
         else:
             image_x = torch.tensor([[[[-0.5, 0.0, 0.5]]]])
             flow_x = torch.tensor([[[[-1.0, 1.0]]]])  # forward difference u[i+1] - u[i]
@@ -179,8 +202,9 @@ class RepresentationFlow(nn.Module):
         return F.softplus(self.tau_raw) + self.eps
 
     def extra_repr(self) -> str:
+        levels = getattr(self, "pyramid_levels", 1)
         return (f"channels={self.channels}, iterations={self.iterations}, gradient={self.gradient!r}, "
-                f"impl={self.impl!r}")
+                f"impl={self.impl!r}" + (f", pyramid_levels={levels}" if levels > 1 else ""))
 
     # --- spatial operators on (N, C, H, W): one shared kernel applied to each channel ----------------
     @staticmethod
@@ -198,7 +222,7 @@ class RepresentationFlow(nn.Module):
 
     def _flow_gradient(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 (Sobel) or forward differences with 0 at the last column/row (central mode)."""
-        if self.gradient == "sobel":
+        if self.gradient in kernels.SOBEL_FLOW_GRADIENT:
             padded = F.pad(u, (1, 1, 1, 1), mode="replicate")
             return self._depthwise(padded, self.flow_grad_x), self._depthwise(padded, self.flow_grad_y)
         # Padding the far side with zeros would give -u[last]; the forward difference is defined as 0
@@ -213,7 +237,8 @@ class RepresentationFlow(nn.Module):
         In ``central`` mode the last column of p_x (last row of p_y) is always 0, because the forward
         difference of u is 0 there, so this also equals the adjoint form with d[-1] = -p[-2].
         """
-        return self._depthwise(F.pad(px, (1, 0, 0, 0)), self.div_x) + self._depthwise(F.pad(py, (0, 0, 1, 0)), self.div_y)
+        return (self._depthwise(F.pad(px, (1, 0, 0, 0)), self.div_x)
+                + self._depthwise(F.pad(py, (0, 0, 1, 0)), self.div_y))
 
     # --- Algorithm 1 --------------------------------------------------------------------------------
     def flow_pairs(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,6 +290,8 @@ class RepresentationFlow(nn.Module):
         if t < 2:
             raise ValueError(f"RepresentationFlow needs at least 2 frames, got T={t}")
         kernel = self.fused_kernel(x)
+        if getattr(self, "pyramid_levels", 1) > 1:
+            return self._coarse_to_fine(x, kernel)
         if kernel is not None:
             return kernel.run(self, x)
         return self.forward_eager(x)
@@ -273,14 +300,12 @@ class RepresentationFlow(nn.Module):
         """The fused kernel that :meth:`forward` uses for ``x``, or None for the eager reference."""
         impl = getattr(self, "impl", "auto")  # modules pickled before impl existed
         impl = _default_impl if impl == "auto" else impl
-        if impl == "eager":
-            return None
-        from . import flow_fused  # the fused kernels import nothing from here at import time
-
-        return flow_fused.select(self, x, explicit=impl == "fused")
+        return kernels.select(self, x, impl)
 
     def forward_eager(self, x: torch.Tensor) -> torch.Tensor:
         """The eager reference of :meth:`forward` (Algorithm 1 via :meth:`flow_pairs`), whatever ``impl``."""
+        if getattr(self, "pyramid_levels", 1) > 1:
+            return self._coarse_to_fine(x, None)
         b, c, t, h, w = x.shape
         # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*(T-1), C, H, W): one row per frame pair.
         frames = x.transpose(1, 2)
@@ -290,6 +315,63 @@ class RepresentationFlow(nn.Module):
         ux = ux.view(b, t - 1, c, h, w)
         uy = uy.view(b, t - 1, c, h, w)
         return torch.cat([ux, uy], 2).transpose(1, 2).contiguous()
+
+
+    # --- coarse to fine (pyramid_levels > 1) ----------------------------------------------------------
+    def _solve_pairs(self, f1: torch.Tensor, f2: torch.Tensor, kernel) -> torch.Tensor:
+        """Algorithm 1 on pairs (N, C, H, W) -> u (2, N, C, H, W), with the fused kernel or eagerly."""
+        if kernel is None:
+            return torch.stack(self.flow_pairs(f1, f2))
+        out = kernel.run(self, torch.stack([f1, f2], 2))  # (N, 2C, 1, H, W)
+        return out[:, :, 0].unflatten(1, (2, f1.shape[1])).transpose(0, 1)
+
+    def _coarse_to_fine(self, x: torch.Tensor, kernel) -> torch.Tensor:
+        """``pyramid_levels`` levels of Algorithm 1 with warping between them (see the class docstring)."""
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2)
+        pyramid = [(frames[:, :-1].reshape(-1, c, h, w), frames[:, 1:].reshape(-1, c, h, w))]
+        for _ in range(self.pyramid_levels - 1):
+            f1, f2 = pyramid[-1]
+            if min(f1.shape[-2:]) < 2 * MIN_PYRAMID_SIDE:  # stop before the forward differences degenerate
+                break
+            size = ((f1.shape[-2] + 1) // 2, (f1.shape[-1] + 1) // 2)
+            pyramid.append((F.interpolate(f1, size=size, mode="area"), F.interpolate(f2, size=size, mode="area")))
+        u = None
+        for f1, f2 in reversed(pyramid):
+            if u is not None:
+                u = upsample_flow(u.flatten(0, 1), f1.shape[-2:]).unflatten(0, (2, -1))
+                f2 = warp_backward(f2, u[0], u[1])
+                u = u + self._solve_pairs(f1, f2, kernel)
+            else:
+                u = self._solve_pairs(f1, f2, kernel)
+        ux, uy = (v.view(b, t - 1, c, h, w) for v in u)
+        return torch.cat([ux, uy], 2).transpose(1, 2).contiguous()
+
+
+MIN_PYRAMID_SIDE = 4  # no pyramid level smaller than this (pixels)
+
+
+def upsample_flow(u: torch.Tensor, size) -> torch.Tensor:
+    """(2N, C, h, w) flow [x-components then y-components] -> size (H, W), bilinear, values rescaled."""
+    h, w = u.shape[-2:]
+    up = F.interpolate(u, size=tuple(size), mode="bilinear", align_corners=False)
+    n = u.shape[0] // 2
+    scale = torch.tensor([size[1] / w] * n + [size[0] / h] * n, dtype=u.dtype, device=u.device)
+    return up * scale.view(-1, 1, 1, 1)
+
+
+def warp_backward(img: torch.Tensor, ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
+    """``img(x + u(x))`` per channel (bilinear, border values outside): frame t+1 moved back onto frame t.
+
+    img, ux, uy: (N, C, H, W). Differentiable in the image and the flow (grid_sample)."""
+    n, c, h, w = img.shape
+    ys = torch.arange(h, dtype=img.dtype, device=img.device).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=img.dtype, device=img.device).view(1, 1, 1, w)
+    gx = (xs + ux) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + uy) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], -1).reshape(n * c, h, w, 2)
+    out = F.grid_sample(img.reshape(n * c, 1, h, w), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(n, c, h, w)
 
 
 def normalise_to_image_range(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -320,10 +402,11 @@ class FlowBlock(nn.Module):
         channels: int,
         flow_channels: int = 32,
         iterations: int = 10,
-        gradient: str = "sobel",
+        gradient: str = "sobel_fd",
         learn_params: bool = True,
         learn_divergence: bool = True,
         learn_gradient: bool = False,
+        pyramid_levels: int = 1,
     ) -> None:
         super().__init__()
         self.reduce = nn.Conv3d(channels, flow_channels, kernel_size=1, bias=False)
@@ -334,6 +417,7 @@ class FlowBlock(nn.Module):
             learn_params=learn_params,
             learn_divergence=learn_divergence,
             learn_gradient=learn_gradient,
+            pyramid_levels=pyramid_levels,
         )
         self.project = nn.Conv3d(2 * flow_channels, channels, kernel_size=(1, 3, 3), padding=(0, 1, 1), bias=False)
         self.bn = nn.BatchNorm3d(channels)

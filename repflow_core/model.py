@@ -4,6 +4,14 @@ The network takes a clip (B, 3, T, H, W), runs the backbone up to ``flow_after``
 the intermediate features between consecutive frames, continues through the remaining stages, and
 classifies every remaining frame; the per-frame logits are averaged over time (Sec. 3.3, appendix A:
 averaging predictions over 16 frames beat stacking flows).
+
+The paper's other variants (``repflow_core.fusion`` holds the blocks and the shape conventions):
+
+* ``flow_after: input`` -- the flow layer on the normalised RGB frames, before any convolution (Table 1).
+* ``fusion`` (Fig. 2, Table 4) -- a second, RGB-only copy of the backbone's first stages runs on the clip and
+  its features are combined with the flow stream's after stage ``fusion_after`` (``add``, ``multiply``,
+  ``layer_multiply``, ``concat``); the stages after that point are shared. ``late``: two whole networks (RGB
+  only, and with flow) whose per-frame class probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -16,35 +24,51 @@ from torch import nn
 
 from .backbones import BACKBONES, build_backbone
 from .flow import FlowBlock, FlowConvFlow
+from .fusion import FUSIONS, MID_FUSIONS, InputFlow, InputFlowConvFlow, StreamFusion, late_fusion
 
+LEGACY_GRADIENT = "sobel"  # the gradient kind of model configs that do not name one
 FLOW_KINDS = ("none", "single", "fcf")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+LOCATIONS = ("input",) + STAGES  # where a flow layer or a fusion can sit: before the stem, or after a stage
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild an ActionNet; stored in every checkpoint."""
+    """Everything needed to rebuild an ActionNet; stored in every checkpoint.
+
+    Checkpoints written before a field existed load with its default (``fusion: none`` etc.).
+    """
 
     backbone: str = "resnet18"
     width: float = 1.0
     num_classes: int = 10
     flow: str = "single"  # none | single | fcf (flow-conv-flow, Table 5)
-    flow_after: str = "layer2"  # the paper's "after block 3" (Tables 1, 6, 7)
+    flow_after: str = "layer2"  # input | stem | layer1..layer4; layer2 = the paper's "after block 3" (Tables 1, 6, 7)
     flow_channels: int = 32  # C' (appendix A)
     iterations: int = 10  # Table 3: 10 or 20
-    gradient: str = "sobel"  # Eqs. 8, 10; or "central" (TVNet)
+    # sobel_fd: Sobel image gradient (Eq. 8), forward-difference grad u adjoint to Eq. 9's divergence: converges
+    # with iterations (issue 16). "sobel" (Eqs. 8, 10 literally; the default before, and of checkpoints that
+    # lack this field: see from_dict) or "central" (TVNet).
+    gradient: str = "sobel_fd"
+    pyramid_levels: int = 1  # flow layer coarse to fine with warping (1 = Algorithm 1 at one scale)
     learn_params: bool = True  # theta, lambda, tau (Table 2)
     learn_divergence: bool = True
     learn_gradient: bool = False
     dropout: float = 0.5  # appendix A: 0.5 (Kinetics), 0.8 (HMDB)
+    input_flow_channels: int = 0  # flow_after=input: 0 = flow of the 3 colour channels; N = 1x1 conv 3 -> N first
+    fusion: str = "none"  # none | late | add | multiply | layer_multiply | concat (Fig. 2, Table 4)
+    fusion_after: str = ""  # where add/multiply/layer_multiply/concat combine the streams; "" = at flow_after
+    # flow: this ActionNet; uftsn: repflow_core.uftsn.UFTSN (backbone, width, dropout, num_classes used; the flow
+    # and fusion fields ignored). Built by repflow_core.uftsn.build_any_model. Older checkpoints: "flow".
+    motion: str = "flow"
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
         if self.flow not in FLOW_KINDS:
             raise ValueError(f"unknown flow {self.flow!r}; choose one of {FLOW_KINDS}")
-        if self.flow_after not in STAGES:
-            raise ValueError(f"unknown flow_after {self.flow_after!r}; choose one of {STAGES}")
+        if self.flow_after not in LOCATIONS:
+            raise ValueError(f"unknown flow_after {self.flow_after!r}; choose one of {LOCATIONS}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not 0 < self.width <= 4:
@@ -53,14 +77,39 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.iterations < 1 or self.flow_channels < 1:
             raise ValueError("iterations and flow_channels must be >= 1")
+        if self.input_flow_channels < 0:
+            raise ValueError(f"input_flow_channels must be >= 0 (0 = no reduction), got {self.input_flow_channels}")
+        self._validate_fusion()
+        if self.motion not in ("flow", "uftsn"):
+            raise ValueError(f"unknown motion {self.motion!r}; choose 'flow' (representation flow) or 'uftsn'")
         return self
 
+    def _validate_fusion(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
+        if self.fusion_after not in ("",) + LOCATIONS:
+            raise ValueError(f"unknown fusion_after {self.fusion_after!r}; choose one of {LOCATIONS} "
+                             "or '' (= flow_after)")
+        if self.fusion != "none" and self.flow == "none":
+            raise ValueError(f"fusion {self.fusion!r} combines an RGB and a flow stream, but flow is 'none'")
+        if self.fusion in MID_FUSIONS and LOCATIONS.index(self.fusion_point) < LOCATIONS.index(self.flow_after):
+            raise ValueError(f"fusion_after {self.fusion_after!r} comes before flow_after {self.flow_after!r}: "
+                             "the streams can only be fused where the flow stream exists")
+
+    @property
+    def fusion_point(self) -> str:
+        """The location where a feature fusion combines the streams (``fusion_after`` or ``flow_after``)."""
+        return self.fusion_after or self.flow_after
+
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
+        # A config written before the gradient kind was recorded used the then-default Sobel layer: keep it, so
+        # old checkpoints rebuild and predict exactly as before.
+        data = {"gradient": LEGACY_GRADIENT, **data}
         return cls(**data).validate()
 
     def to_dict(self) -> dict:
@@ -73,29 +122,54 @@ class ModelConfig:
 
 
 class ActionNet(nn.Module):
-    """Backbone + flow block(s) after a named stage + per-frame classifier averaged over time."""
+    """Backbone + flow block(s) after a named stage (or on the input) + per-frame classifier averaged over time.
+
+    Submodules: ``backbone`` (the flow stream, and the shared trunk after a fusion), ``flow``, and with a fusion
+    ``rgb_backbone`` (the RGB stream: only its stages up to ``fusion_after``, or a whole network for ``late``)
+    and ``fuse`` (:class:`~repflow_core.fusion.StreamFusion`). Without fusion the state_dict keys are those of
+    the plain model, so older checkpoints load unchanged.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config.validate()
         self.backbone = build_backbone(config.backbone, width=config.width, num_classes=config.num_classes)
         self.is_video = bool(self.backbone.is_video)
-        channels = self.backbone.stage_channels[config.flow_after]
-        flow_kwargs = dict(
-            flow_channels=config.flow_channels,
-            iterations=config.iterations,
-            gradient=config.gradient,
-            learn_params=config.learn_params,
-            learn_divergence=config.learn_divergence,
-            learn_gradient=config.learn_gradient,
-        )
-        if config.flow == "single":
-            self.flow: nn.Module | None = FlowBlock(channels, **flow_kwargs)
-        elif config.flow == "fcf":
-            self.flow = FlowConvFlow(channels, **flow_kwargs)
-        else:
-            self.flow = None
+        self.flow = self._build_flow(config)
+        self.rgb_backbone: nn.Module | None = None
+        self.fuse: StreamFusion | None = None
+        if config.fusion == "late":
+            self.rgb_backbone = build_backbone(config.backbone, width=config.width, num_classes=config.num_classes)
+        elif config.fusion in MID_FUSIONS:
+            point = config.fusion_point
+            self.fuse = StreamFusion(config.fusion, 3 if point == "input" else self.backbone.stage_channels[point])
+            if point != "input":
+                self.rgb_backbone = self._truncated_backbone(config, point)
         self.dropout = nn.Dropout(config.dropout)
+
+    def _build_flow(self, config: ModelConfig) -> nn.Module | None:
+        kwargs = dict(iterations=config.iterations, gradient=config.gradient, learn_params=config.learn_params,
+                      learn_divergence=config.learn_divergence, learn_gradient=config.learn_gradient,
+                      pyramid_levels=config.pyramid_levels)
+        if config.flow == "none":
+            return None
+        if config.flow_after == "input":
+            block = InputFlow if config.flow == "single" else InputFlowConvFlow
+            return block(3, config.input_flow_channels, **kwargs)
+        channels = self.backbone.stage_channels[config.flow_after]
+        block = FlowBlock if config.flow == "single" else FlowConvFlow
+        return block(channels, flow_channels=config.flow_channels, **kwargs)
+
+    @staticmethod
+    def _truncated_backbone(config: ModelConfig, last_stage: str) -> nn.Module:
+        """The RGB stream of a feature fusion: the backbone's stages up to ``last_stage``, nothing after
+        (no unused parameters, which DDP and weight decay would otherwise carry around)."""
+        rgb = build_backbone(config.backbone, width=config.width, num_classes=config.num_classes)
+        names = rgb.stage_names
+        for name in names[names.index(last_stage) + 1:]:
+            delattr(rgb, name)
+        del rgb.fc
+        return rgb
 
     @property
     def min_frames(self) -> int:
@@ -110,25 +184,63 @@ class ActionNet(nn.Module):
         n, c, h, w = x.shape
         return x.view(b, n // b, c, h, w).transpose(1, 2)
 
-    def frame_logits(self, clip: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) normalised clip -> per-frame logits (B, T', num_classes)."""
-        if clip.dim() != 5:
-            raise ValueError(f"ActionNet expects (B, 3, T, H, W), got shape {tuple(clip.shape)}")
-        b, t = clip.shape[0], clip.shape[2]
-        if t < self.min_frames:
-            raise ValueError(f"this model needs at least {self.min_frames} frames, got {t}")
-        x = clip if self.is_video else self._to_frames(clip)
-        for name in self.backbone.stage_names:
-            x = self.backbone.forward_stage(name, x)
-            if name == self.config.flow_after and self.flow is not None:
-                x = self.flow(x if self.is_video else self._to_clip(x, b))
-                if not self.is_video:
-                    x = self._to_frames(x)
+    def _as_clip(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        return x if self.is_video else self._to_clip(x, b)
+
+    def _as_backbone_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.is_video else self._to_frames(x)
+
+    def _rgb_features(self, clip: torch.Tensor, last_stage: str) -> torch.Tensor:
+        """The RGB stream's features after ``last_stage``, as a clip (B, C, T, H, W)."""
+        x = self._as_backbone_input(clip)
+        for name in self.rgb_backbone.stage_names:
+            x = self.rgb_backbone.forward_stage(name, x)
+            if name == last_stage:
+                break
+        return self._as_clip(x, clip.shape[0])
+
+    def _classify(self, backbone: nn.Module, x: torch.Tensor, b: int) -> torch.Tensor:
+        """Final features (backbone layout) -> per-frame logits (B, T', K)."""
         if self.is_video:
             feats = x.mean(dim=(3, 4)).transpose(1, 2)  # (B, T', C): spatial pool, keep time
         else:
             feats = F.adaptive_avg_pool2d(x, 1).flatten(1).view(b, -1, x.shape[1])
-        return self.backbone.fc(self.dropout(feats))
+        return backbone.fc(self.dropout(feats))
+
+    def _flow_stream(self, clip: torch.Tensor) -> torch.Tensor:
+        """The flow stream (with a feature fusion joining it) up to the per-frame logits (B, T', K)."""
+        cfg, b = self.config, clip.shape[0]
+        x = clip
+        if self.flow is not None and cfg.flow_after == "input":
+            x = self.flow(x)
+        if self.fuse is not None and cfg.fusion_point == "input":
+            x = self.fuse(clip, x)
+        x = self._as_backbone_input(x)
+        for name in self.backbone.stage_names:
+            x = self.backbone.forward_stage(name, x)
+            if name == cfg.flow_after and self.flow is not None:
+                x = self._as_backbone_input(self.flow(self._as_clip(x, b)))
+            if name == cfg.fusion_point and self.fuse is not None:
+                fused = self.fuse(self._rgb_features(clip, name), self._as_clip(x, b))
+                x = self._as_backbone_input(fused)
+        return self._classify(self.backbone, x, b)
+
+    def frame_logits(self, clip: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) normalised clip -> per-frame logits (B, T', num_classes).
+
+        With late fusion these are the log of the two networks' averaged per-frame probabilities.
+        """
+        if clip.dim() != 5:
+            raise ValueError(f"ActionNet expects (B, 3, T, H, W), got shape {tuple(clip.shape)}")
+        if clip.shape[2] < self.min_frames:
+            raise ValueError(f"this model needs at least {self.min_frames} frames, got {clip.shape[2]}")
+        logits = self._flow_stream(clip)
+        if self.config.fusion == "late":
+            x = self._as_backbone_input(clip)
+            for name in self.rgb_backbone.stage_names:
+                x = self.rgb_backbone.forward_stage(name, x)
+            logits = late_fusion(self._classify(self.rgb_backbone, x, clip.shape[0]), logits)
+        return logits
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> logits (B, num_classes): per-frame logits averaged over time (Sec. 3.3)."""

@@ -3,30 +3,31 @@
 Usage::
 
     python -m repflow_core.train --config config/train_synthetic.yaml
-    python -m repflow_core.train --config config/train_ucf101.yaml --set data.root=/data/UCF101 \\
-        model.width=0.5 --epochs 3 --out-dir runs/ucf_try
+    python -m repflow_core.train --config config/train_own_clips_cpu.yaml --data-root /data/my_clips
     python -m repflow_core.train --resume runs/synthetic            # continue an interrupted run
     torchrun --nproc_per_node 4 -m repflow_core.train --config config/train_kinetics.yaml  # multi-GPU
 
 What it does (paper appendix A where it says something):
 
 * SGD, momentum 0.9, weight decay; the flow layer's parameters at 0.01 x lr (``flow.parameter_groups``);
-  step (x0.1 every ``step_size`` epochs) or cosine schedule after an optional linear warm-up, updated
-  every optimiser step; gradient clipping; gradient accumulation; dropout from the model config.
+  step (x0.1 every ``step_size`` epochs) or cosine schedule after an optional linear warm-up
+  (:func:`lr_factor` in a ``torch.optim.lr_scheduler.LambdaLR``), stepped with every optimiser step;
+  gradient clipping; gradient accumulation; dropout from the model config.
 * The loaders hand uint8 clips; the float conversion and normalisation happen on the device.
 * Mixed precision (fp16 with loss scaling, or bf16) on CUDA; ignored with a warning on the CPU.
-* An exponential moving average (EMA) of the weights, with the usual warm-up of its decay
-  (``min(decay, (1 + n) / (10 + n))`` after n updates) so short runs are not dominated by the initial
-  weights. Validation uses the EMA weights, and checkpoints store them as ``state_dict``.
-* Validation every ``eval_every`` epochs (and after the last) on the test split: one centre clip and
-  centre crop per video (clip accuracy). ``python -m repflow_core.evaluate`` does the full multi-view
-  protocol.
-* RUN_DIR (``out_dir``): ``config.yaml`` (resolved), ``last.pt`` (every epoch, with resume state),
-  ``best.pt`` (best validation accuracy), ``log.csv``, ``curves.png``, ``confusion.png``/``.json``
-  (validation at the best epoch), ``tb/`` (TensorBoard, when the ``tensorboard`` package is
-  installed). Checkpoints are written atomically (temp file + rename); killing the process at any
-  moment loses at most the current epoch, and ``--resume RUN_DIR`` continues exactly where the last
-  completed epoch left off.
+* An exponential moving average (EMA) of the weights (:class:`~repflow_core.train_loop.ModelEMA`).
+  Validation uses the EMA weights, and checkpoints store them as ``state_dict``.
+* **Honest model selection** (issue 14): ``data.val_fraction`` of the training videos, stratified by
+  class and grouped by source video (:mod:`repflow_core.data.splits`), are held out as the validation
+  split, evaluated every ``eval_every`` epochs (and after the last) with one centre clip and crop per
+  video; ``best.pt`` is the epoch with the best validation accuracy. The test split is evaluated once,
+  at the end, with the best weights. ``python -m repflow_core.evaluate`` does the full multi-view test.
+* RUN_DIR (``out_dir``): ``config.yaml`` (resolved), ``split.json`` (the validation split), ``last.pt``
+  (every epoch, with resume state), ``best.pt``, ``log.csv``, ``train.log``, ``curves.png``,
+  ``confusion.png``/``.json`` (validation at the best epoch), ``test_confusion.json``, ``tb/``
+  (TensorBoard, when installed). Files are written atomically; killing the process at any moment loses
+  at most the current epoch, and ``--resume RUN_DIR`` continues exactly where the last completed epoch
+  left off.
 * Reproducibility: every epoch reseeds the torch / numpy / python generators from (seed, epoch, rank),
   the shuffle order depends only on (seed, epoch), and each clip's augmentation only on (seed, epoch,
   index) (see data/dataset.py). So a resumed run sees exactly the batches an uninterrupted one would;
@@ -39,192 +40,63 @@ What it does (paper appendix A where it says something):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import csv
-import datetime
-import hashlib
-import io
+import functools
+import logging
 import math
 import os
-import random
-import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Sampler
 from tqdm import tqdm
 
-from .backbones import load_backbone_weights
-from .checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    InputSpec,
-    atomic_save,
-    load_checkpoint_dict,
-    save_checkpoint,
-)
-from .config import (
-    ConfigError,
-    TrainConfig,
-    add_override_arguments,
-    collect_overrides,
-    dump_yaml,
-    load_train_config,
-    to_dict,
-)
-from .data.dataset import INVALID_LABEL, VideoClipDataset, make_loader, scan_dataset
-from .data.layouts import DatasetError, build_samples, fingerprint
-from .data.transforms import KINETICS_MEAN, KINETICS_STD, normalize_on_device
-from .flow import parameter_groups
-from .model import ActionNet, ModelConfig
+from .checkpoint import Checkpoint, CheckpointError, InputSpec, load_checkpoint_dict, save_checkpoint
+from .config import ConfigError, TrainConfig, add_override_arguments, collect_overrides, dump_yaml, \
+    load_train_config, to_dict
+from .data.layouts import DatasetError
+from .data.prepare import maybe_generate_synthetic
+from .data.transforms import KINETICS_MEAN, KINETICS_STD
+from .devices import DeviceError, resolve_device
+from .train_data import RunData, prepare_data
+from .train_io import add_run_log, epoch_line, log_to_file, open_tensorboard, write_log_csv, write_plots
+from .train_loop import (DistInfo, ModelEMA, StepSettings, barrier, derive_seed, init_distributed, rng_state,
+                         seed_everything, set_rng_state, train_one_epoch, validate)
+from .joint_loss import JointLoss
+from .train_model import build_model, init_from_checkpoint, set_training_stage
 
-__all__ = ["ModelEMA", "TrainResult", "lr_factor", "main", "train"]
+__all__ = ["ModelEMA", "TrainResult", "init_from_checkpoint", "lr_factor", "main", "maybe_generate_synthetic",
+           "train", "validate"]
 
-LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "clips_per_s",
-              "data_time", "seconds")
+LOG = logging.getLogger("repflow_core.train")
 
-
-# ------------------------------------------------------------------------------------ distributed
+# Old private names, kept for scripts and tests that reach them.
+_derive_seed = derive_seed
 
 
 @dataclass
-class DistInfo:
+class TrainResult:
+    run_dir: Path
+    best_val_acc: float | None
+    best_epoch: int | None
+    epochs_done: int
+    history: list[dict]
+    classes: list[str]
+    model: nn.Module | None = None  # raw (unwrapped) model, trained weights
+    ema_model: nn.Module | None = None
     rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_kind: str) -> DistInfo:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
-        kwargs = {}
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-            kwargs["device_id"] = torch.device("cuda", local_rank)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
-def _all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation that depends only on (seed, epoch): the order after a resume is the same."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator()
-        g.manual_seed(_derive_seed(self.seed, "shuffle", self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class ShardSampler(Sampler[int]):
-    """Indices rank, rank + world, ... (evaluation: every sample exactly once over all ranks)."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def _derive_seed(*parts: Any) -> int:
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def resolve_train_device(spec: str, dist_info: DistInfo | None = None) -> torch.device:
-    spec = (spec or "auto").lower()
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r} was requested but CUDA is not available; use device=cpu or auto")
-        if dist_info is not None and dist_info.enabled:
-            return torch.device("cuda", dist_info.local_rank)
-        return torch.device(spec)
-    if spec != "cpu":
-        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {spec!r}")
-    return torch.device("cpu")
+    test: dict | None = None  # the test split with the best weights: acc, loss, n (None when there is none)
+    extras: dict = field(default_factory=dict)
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate before optimiser step ``step`` (0-based).
+    """Multiplier of the base learning rate for optimiser step ``step`` (0-based); the ``lr_lambda`` of the
+    run's ``LambdaLR``.
 
     Linear warm-up over ``warmup_epochs``, then ``step``: gamma ** (epoch // step_size) (the paper's
     x0.1 every 50 epochs on Kinetics, every 20 on HMDB), or ``cosine``: half a cosine from 1 at the
@@ -242,39 +114,10 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
-class ModelEMA:
-    """Exponential moving average of a model's state (parameters and float buffers such as the
-    BatchNorm statistics; integer buffers are copied). The decay warms up as
-    ``min(decay, (1 + n) / (10 + n))`` so the average forgets the random initialisation quickly."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = float(decay)
-        self.updates = 0
-
-    def current_decay(self) -> float:
-        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.current_decay()
-        src = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            s = src[name].detach()
-            if value.dtype.is_floating_point:
-                value.lerp_(s.to(value.dtype), 1.0 - d)
-            else:
-                value.copy_(s)
-
-    def state_dict(self) -> dict:
-        return {"state_dict": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["state_dict"])
-        self.updates = int(state["updates"])
+def input_spec(cfg: TrainConfig) -> InputSpec:
+    d = cfg.data
+    return InputSpec(clip_len=d.clip_len, frame_stride=d.frame_stride, size=(d.size, d.size),
+                     resize_short=max(d.resize_short, d.size), mean=tuple(KINETICS_MEAN), std=tuple(KINETICS_STD))
 
 
 def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -291,528 +134,295 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-def maybe_generate_synthetic(cfg: TrainConfig, log: Callable[[str], None], progress: bool = True) -> bool:
-    """Write the synthetic dataset into ``data.root`` when ``synthetic.generate`` is set and the
-    split list is missing. Written to a temporary sibling folder then renamed, so an interrupted
-    generation never leaves a half dataset behind. Returns True when something was generated."""
-    syn, data = cfg.synthetic, cfg.data
-    if not syn.generate or data.layout != "splitlist" or not data.root:
-        return False
-    root = Path(data.root).expanduser()
-    if (root / data.train_list).is_file():
-        return False
-    if root.exists() and any(root.iterdir()):
-        raise DatasetError(f"{root} exists but has no {data.train_list}; not generating the synthetic "
-                           f"dataset over it (remove the folder or point data.root elsewhere)")
-    from .data.synthetic import write_dataset
-
-    log(f"synthetic dataset not found at {root}: generating {syn.per_class} clips per class "
-        f"({syn.num_frames} frames, {syn.size}x{syn.size}, seed {syn.seed}) ...")
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    info = write_dataset(tmp, syn.per_class, num_frames=syn.num_frames, size=syn.size, fps=syn.fps,
-                         seed=syn.seed, test_fraction=syn.test_fraction, progress=progress)
-    if root.exists():
-        root.rmdir()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)
-    log(f"wrote {info['num_videos']} videos ({info['num_train']} train / {info['num_test']} test) to {root} "
-        f"in {info['seconds']:.0f} s")
-    return True
-
-
-# ------------------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_val_acc: float | None
-    best_epoch: int | None
-    epochs_done: int
-    history: list[dict]
-    classes: list[str]
-    model: nn.Module | None = None  # raw (unwrapped) model, trained weights
-    ema_model: nn.Module | None = None
-    rank: int = 0
-    extras: dict = field(default_factory=dict)
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-
-
-@torch.no_grad()
-def validate(model: nn.Module, loader, device: torch.device, num_classes: int, mean, std, amp: str,
-             dist_info: DistInfo, progress: bool = False, desc: str = "validate") -> dict:
-    """Single-view clip accuracy and loss (summed over ranks) and the confusion matrix."""
-    was_training = model.training
-    model.eval()
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    skipped = 0
-    for clips, labels, _ in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        keep = labels != INVALID_LABEL
-        skipped += int((~keep).sum())
-        if not bool(keep.any()):
-            continue
-        clips, labels = clips[keep], labels[keep]
-        x = normalize_on_device(clips.to(device, non_blocking=True), mean, std)
-        y = labels.to(device)
-        with _autocast(device, amp):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
-        pred = logits.argmax(1).cpu()
-        conf.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
-    model.train(was_training)
-    totals = torch.cat([conf.flatten().double(), loss_sum.view(1), torch.tensor([float(skipped)], dtype=torch.float64)])
-    if dist_info.enabled:
-        totals = totals.to(device if device.type == "cuda" else "cpu")
-        _all_reduce_sum(totals, dist_info)
-        totals = totals.cpu()
-    conf = totals[: num_classes * num_classes].round().long().view(num_classes, num_classes)
-    n = int(conf.sum())
-    return {
-        "acc": float(conf.diag().sum()) / n if n else float("nan"),
-        "loss": float(totals[-2]) / n if n else float("nan"),
-        "n": n,
-        "skipped": int(totals[-1]),
-        "confusion": conf,
-    }
-
-
-def _input_spec(cfg: TrainConfig) -> InputSpec:
-    d = cfg.data
-    return InputSpec(clip_len=d.clip_len, frame_stride=d.frame_stride, size=(d.size, d.size),
-                     resize_short=max(d.resize_short, d.size), mean=tuple(KINETICS_MEAN), std=tuple(KINETICS_STD))
-
-
-def _write_log_csv(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k]))
-                             else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])) for k in LOG_FIELDS})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _open_tensorboard(run_dir: Path, enabled: bool, log: Callable[[str], None]):
-    if not enabled:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # the tensorboard package is optional
-        log("TensorBoard not available (pip install tensorboard to enable it); logging to log.csv only")
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tb"))
-
-
-def train(
-    cfg: TrainConfig,
-    resume: str | os.PathLike | None = None,
-    backbone_weights: str | os.PathLike | None = None,
-    init_from: str | os.PathLike | None = None,
-    progress: bool = True,
-    stop_after_epochs: int | None = None,
-    overwrite: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TrainResult:
+def train(cfg: TrainConfig, resume: str | os.PathLike | None = None, backbone_weights: str | os.PathLike | None = None,
+          init_from: str | os.PathLike | None = None, progress: bool = True, stop_after_epochs: int | None = None,
+          overwrite: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg``; see the module docstring. ``resume``: a run folder (or its last.pt) to continue.
     ``backbone_weights``: torchvision ResNet weights for the backbone. ``init_from``: a repflow
     checkpoint whose weights (all that fit, e.g. not a classifier for another class count) start the model.
     ``stop_after_epochs``: return after that many epochs of this call, as if the process had been
-    killed right after the checkpoint (used to test resuming)."""
+    killed right after the checkpoint (used to test resuming). ``log``: where the run's lines go
+    (default: printed above the progress bars); they also go to RUN_DIR/train.log."""
     flags = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory,
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    run = _Run(cfg, log, progress)
     try:
-        return _train(cfg, resume=resume, backbone_weights=backbone_weights, init_from=init_from, progress=progress,
-                      stop_after_epochs=stop_after_epochs, overwrite=overwrite, log=log)
+        return run.execute(resume, backbone_weights, init_from, stop_after_epochs, overwrite)
     finally:
+        run.close()
         # Leave the process's global switches as they were (a caller may train and then do other work).
         torch.use_deterministic_algorithms(flags[0])
         torch.utils.deterministic.fill_uninitialized_memory = flags[1]
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
 
 
-def _train(
-    cfg: TrainConfig,
-    resume: str | os.PathLike | None = None,
-    backbone_weights: str | os.PathLike | None = None,
-    init_from: str | os.PathLike | None = None,
-    progress: bool = True,
-    stop_after_epochs: int | None = None,
-    overwrite: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TrainResult:
-    cfg = copy.deepcopy(cfg).validate()
-    if cfg.deterministic:
-        # cuBLAS needs this before its first use to be deterministic (harmless on the CPU).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-    dinfo = _init_distributed("cuda" if want_cuda else "cpu")
-    is_main = dinfo.is_main
+class _Run:
+    """One call of :func:`train`: the state shared by its phases (set-up, resume, epochs, final test)."""
 
-    def say(msg: str) -> None:
-        if is_main:
-            (log or tqdm.write)(msg)
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] | None, progress: bool) -> None:
+        self.cfg = copy.deepcopy(cfg).validate().check_stages()
+        self.joint: JointLoss | None = None
+        self.printer = log or tqdm.write
+        self.progress = progress
+        self.file_log: logging.Handler | None = None
+        self.early: list[str] = []
+        self.writer = None
+        self.dinfo = DistInfo()
 
-    device = resolve_train_device(cfg.device, dinfo)
-    if cfg.amp != "none" and device.type != "cuda":
-        say(f"warning: amp={cfg.amp} needs CUDA; training in fp32 on {device}")
-        cfg.amp = "none"
-    amp = cfg.amp
-    torch.use_deterministic_algorithms(cfg.deterministic)
-    if cfg.deterministic:
-        # Filling new tensors with NaN is a debugging aid of deterministic mode, not needed for
-        # determinism, and it makes CPU training several times slower.
-        torch.utils.deterministic.fill_uninitialized_memory = False
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = cfg.deterministic
-        torch.backends.cudnn.benchmark = not cfg.deterministic
+    def say(self, msg: str) -> None:
+        if self.dinfo.is_main:
+            self.printer(msg)
+            if self.file_log is None:
+                self.early.append(msg)  # written to train.log once the run folder exists
+            log_to_file(self.file_log, msg)
 
-    # ---- run folder and resume state -------------------------------------------------------------
-    resume_state: dict | None = None
-    if resume is not None:
+    def close(self) -> None:
+        if self.joint is not None:  # the returned model must not keep collecting terms
+            self.joint.remove()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.file_log is not None:
+            logging.getLogger("repflow_core").removeHandler(self.file_log)
+            self.file_log.close()
+            self.file_log = None
+
+    # ---- set-up --------------------------------------------------------------------------------------
+    def _setup_device(self) -> None:
+        cfg = self.cfg
+        if cfg.deterministic:
+            # cuBLAS needs this before its first use to be deterministic (harmless on the CPU).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        self.dinfo = init_distributed("cuda" if want_cuda else "cpu")
+        try:
+            self.device = resolve_device(cfg.device, log=lambda m: None,
+                                         local_rank=self.dinfo.local_rank if self.dinfo.enabled else None)
+        except DeviceError as exc:
+            raise ConfigError(f"device: {exc}") from exc
+        if cfg.amp != "none" and self.device.type != "cuda":
+            self.say(f"warning: amp={cfg.amp} needs CUDA; training in fp32 on {self.device}")
+            cfg.amp = "none"
+        torch.use_deterministic_algorithms(cfg.deterministic)
+        if cfg.deterministic:
+            # Filling new tensors with NaN is a debugging aid of deterministic mode, not needed for
+            # determinism, and it makes CPU training several times slower.
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = cfg.deterministic
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+
+    def _load_resume(self, resume: str | os.PathLike | None, overwrite: bool) -> None:
+        cfg = self.cfg
+        self.resume_state: dict | None = None
+        self.resume_labels: list[str] | None = None
+        if resume is None:
+            self.run_dir = Path(cfg.out_dir)
+            if self.dinfo.is_main and (self.run_dir / "last.pt").exists() and not overwrite:
+                raise ConfigError(f"{self.run_dir} already holds a run (last.pt): continue it with --resume "
+                                  f"{self.run_dir}, pick another --out-dir, or pass --overwrite")
+            return
         rpath = Path(resume)
         ckpt_path = rpath / "last.pt" if rpath.is_dir() else rpath
         data = load_checkpoint_dict(ckpt_path)
-        resume_state = data.get("resume")
-        if not resume_state:
+        self.resume_state = data.get("resume")
+        if not self.resume_state:
             raise CheckpointError(f"{ckpt_path} has no resume state (best.pt files do not; use last.pt)")
-        run_dir = ckpt_path.parent
-        cfg.out_dir = str(run_dir)
-        saved_model = dict(data["model_config"])
-        current = cfg.model.to_dict()
-        diff = sorted(k for k in set(saved_model) | set(current)
-                      if k != "num_classes" and saved_model.get(k) != current.get(k))
+        self.run_dir = ckpt_path.parent
+        cfg.out_dir = str(self.run_dir)
+        saved, current = dict(data["model_config"]), cfg.model.to_dict()
+        diff = sorted(k for k in set(saved) | set(current) if k != "num_classes" and saved.get(k) != current.get(k))
         if diff:
             raise ConfigError(f"--resume: the model config differs from the one in {ckpt_path} in "
-                              + ", ".join(f"model.{k} ({saved_model.get(k)!r} there, {current.get(k)!r} here)"
-                                          for k in diff))
-        resume_labels = [str(x) for x in data["labels"]]
-    else:
-        run_dir = Path(cfg.out_dir)
-        if is_main and (run_dir / "last.pt").exists() and not overwrite:
-            raise ConfigError(f"{run_dir} already holds a run (last.pt): continue it with --resume {run_dir}, "
-                              f"pick another --out-dir, or pass --overwrite")
+                              + ", ".join(f"model.{k} ({saved.get(k)!r} there, {current.get(k)!r} here)" for k in diff))
+        self.resume_labels = [str(x) for x in data["labels"]]
 
-    # ---- data ------------------------------------------------------------------------------------
-    if is_main:
-        maybe_generate_synthetic(cfg, say, progress)
-    _barrier(dinfo)
-    train_samples, classes = build_samples(cfg.data, "train")
-    test_samples: list = []
-    if cfg.eval_every > 0:
-        try:
-            test_samples, test_classes = build_samples(cfg.data, "test")
-        except DatasetError as exc:
-            raise DatasetError(f"{exc} (no validation split: set eval_every=0 to train without validation)") from exc
-        if list(test_classes) != list(classes):
-            raise DatasetError(f"the test split's classes {test_classes[:5]}... differ from the training classes "
-                               f"{classes[:5]}...")
-    if resume_state is not None and list(classes) != resume_labels:
-        raise DatasetError(f"--resume: the dataset's classes differ from the run's labels "
-                           f"({len(classes)} vs {len(resume_labels)} classes)")
-    if cfg.model.num_classes != len(classes):
-        say(f"model.num_classes {cfg.model.num_classes} -> {len(classes)} (classes found in the data)")
-        cfg.model.num_classes = len(classes)
-    cfg.validate()
-
-    bad_log = run_dir / "bad_videos.txt" if is_main else None
-    train_ds = VideoClipDataset(train_samples, classes, cfg.data, train=True, seed=cfg.seed, bad_log=bad_log)
-    scan = scan_dataset(train_ds, progress=progress and is_main, desc="checking training videos")
-    say(f"training videos: {scan.summary}")
-    val_ds = None
-    if test_samples:
-        val_ds = VideoClipDataset(test_samples, classes, cfg.data, train=False, seed=cfg.seed, bad_log=bad_log)
-        vscan = scan_dataset(val_ds, progress=progress and is_main, desc="checking test videos")
-        say(f"test videos: {vscan.summary}")
-    say(f"{len(classes)} classes, {len(train_ds)} training / {len(val_ds) if val_ds else 0} validation videos; "
-        f"{train_ds.flip.describe(classes)}")
-
-    if dinfo.enabled:
-        from torch.utils.data.distributed import DistributedSampler
-
-        train_sampler: Any = DistributedSampler(train_ds, num_replicas=dinfo.world_size, rank=dinfo.rank,
-                                                shuffle=True, seed=cfg.seed, drop_last=False)
-    else:
-        train_sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
-    nw = cfg.data.num_workers
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, cfg.batch_size, sampler=train_sampler, num_workers=nw, pin_memory=pin,
-                               seed=cfg.seed, persistent_workers=nw > 0)
-    val_loader = None
-    if val_ds is not None:
-        val_loader = make_loader(val_ds, cfg.eval_batch_size or cfg.batch_size,
-                                 sampler=ShardSampler(len(val_ds), dinfo.rank, dinfo.world_size),
-                                 num_workers=nw, pin_memory=pin, seed=cfg.seed, persistent_workers=nw > 0)
-
-    # ---- model, optimiser, EMA ------------------------------------------------------------------
-    seed_everything(_derive_seed(cfg.seed, "init"))
-    model = ActionNet(cfg.model)
-    if backbone_weights and resume_state is None:
-        try:
-            report = load_backbone_weights(model, backbone_weights, prefix="backbone.")
-        except ValueError as exc:
-            raise CheckpointError(f"--backbone-weights: {exc}") from exc
-        say(f"backbone weights {backbone_weights}: {len(report.missing)} missing, {len(report.unexpected)} "
-            f"unexpected, {len(report.mismatched)} mismatched tensors"
-            + (f" (mismatched: {report.mismatched[:4]})" if report.mismatched else ""))
-    if init_from and resume_state is None:
-        say(init_from_checkpoint(model, init_from))
-    model.to(device)
-    groups = parameter_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.flow_lr_scale)
-    for g in groups:
-        g["initial_lr"] = g["lr"]
-    initial_lrs = [g["lr"] for g in groups]
-    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0)
-    scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16"))
-    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    start_epoch, global_step = 0, 0
-    best_acc: float | None = None
-    best_epoch: int | None = None
-    best_conf: list | None = None
-    history: list[dict] = []
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        for g, lr0 in zip(optimizer.param_groups, initial_lrs):
-            g["initial_lr"] = lr0  # the current config's rates (an override on resume wins)
-        if ema is not None:
-            if resume_state.get("ema") is None:
-                raise CheckpointError("--resume: this run was trained without EMA; set ema_decay=0")
-            ema.load_state_dict(_to_device(resume_state["ema"], device))
-        if resume_state.get("scaler") and amp == "fp16":
-            scaler.load_state_dict(resume_state["scaler"])
-        start_epoch = int(resume_state["epoch"])
-        global_step = int(resume_state["global_step"])
-        best_acc = resume_state.get("best_acc")
-        best_epoch = resume_state.get("best_epoch")
-        best_conf = resume_state.get("best_confusion")
-        history = list(resume_state.get("history") or [])
-        _set_rng_state(resume_state["rng"])
-        say(f"resuming {run_dir} after epoch {start_epoch} (step {global_step})")
-
-    ddp_model: nn.Module = model
-    if dinfo.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # ---- files ------------------------------------------------------------------------------------
-    writer = None
-    if is_main:
+    def _open_files(self) -> None:
+        run_dir = self.run_dir
+        if not self.dinfo.is_main:
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.pt.*.tmp"):  # a save cut short by a kill (the .pt files are intact)
+        for stale in run_dir.glob(".*.tmp"):  # a save cut short by a kill (the real files are intact)
             stale.unlink(missing_ok=True)
-        dump_yaml(cfg, run_dir / "config.yaml")
-        if resume_state is None:
-            _write_log_csv(run_dir / "log.csv", [])
-        writer = _open_tensorboard(run_dir, cfg.tensorboard, say)
-    fingerprints = {"train": fingerprint(train_ds.samples), "test": fingerprint(val_ds.samples) if val_ds else ""}
-    spec = _input_spec(cfg)
-    mean, std = spec.mean, spec.std
-    nparams = sum(p.numel() for p in model.parameters())
-    say(f"run folder: {run_dir.resolve()}")
-    say(f"model: {cfg.model.backbone} x{cfg.model.width} flow={cfg.model.flow} after {cfg.model.flow_after} "
-        f"({nparams / 1e6:.2f} M parameters); device {device}"
-        + (f" x {dinfo.world_size} processes" if dinfo.enabled else "") + f"; amp {amp}; "
-        f"batch {cfg.batch_size} x accumulate {cfg.optim.accumulate}; {cfg.epochs} epochs")
+        self.file_log = add_run_log(run_dir)
+        for msg in self.early:
+            log_to_file(self.file_log, msg)
+        dump_yaml(self.cfg, run_dir / "config.yaml")
+        if self.resume_state is None:
+            write_log_csv(run_dir / "log.csv", [])
+        self.writer = open_tensorboard(run_dir, self.cfg.tensorboard, self.say)
 
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / cfg.optim.accumulate))
-    eval_model = ema.module if ema is not None else model
-    start_time = time.perf_counter()
-    epochs_this_call = 0
+    def _build(self, backbone_weights, init_from) -> None:
+        cfg, rs = self.cfg, self.resume_state
+        seed_everything(derive_seed(cfg.seed, "init"))
+        self.model, self.optimizer, initial_lrs = build_model(cfg, self.device, self.say,
+                                                              None if rs else backbone_weights,
+                                                              None if rs else init_from)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(cfg.amp == "fp16"))
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.joint = JointLoss(self.model, cfg.loss.weights())  # after the EMA's deepcopy: hooks stay on the model
+        self.start_epoch, self.global_step = 0, 0
+        self.best_acc: float | None = None
+        self.best_epoch: int | None = None
+        self.best_conf: list | None = None
+        self.history: list[dict] = []
+        if rs is not None:
+            self.model.load_state_dict(rs["model"])
+            self.optimizer.load_state_dict(rs["optimizer"])
+            for g, lr0 in zip(self.optimizer.param_groups, initial_lrs):
+                g["initial_lr"] = lr0  # the current config's rates (an override on resume wins)
+            if self.ema is not None:
+                if rs.get("ema") is None:
+                    raise CheckpointError("--resume: this run was trained without EMA; set ema_decay=0")
+                self.ema.load_state_dict(_to_device(rs["ema"], self.device))
+            if rs.get("scaler") and cfg.amp == "fp16":
+                self.scaler.load_state_dict(rs["scaler"])
+            self.start_epoch, self.global_step = int(rs["epoch"]), int(rs["global_step"])
+            self.best_acc, self.best_epoch = rs.get("best_acc"), rs.get("best_epoch")
+            self.best_conf = rs.get("best_confusion")
+            self.history = list(rs.get("history") or [])
+            set_rng_state(rs["rng"])
+            self.say(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.global_step})")
+        spe = max(1, math.ceil(len(self.data.train_loader) / cfg.optim.accumulate))
+        # A library scheduler over the closed-form factor: resuming only needs the step count (the
+        # constructor applies lr_factor(global_step) to the current config's initial rates).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, steps_per_epoch=spe, cfg=cfg), last_epoch=self.global_step - 1)
+        self.ddp_model: nn.Module = self.model
+        if self.dinfo.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
-        seed_everything(_derive_seed(cfg.seed, "epoch", epoch, dinfo.rank))
-        train_sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        ddp_model.train()
-        t_epoch = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
-        seen = 0
-        data_time = 0.0
-        n_batches = len(train_loader)
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=not (progress and is_main), dynamic_ncols=True)
-        t_data = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        for i, (clips, labels, _) in enumerate(train_loader):
-            data_time += time.perf_counter() - t_data
-            group = i // cfg.optim.accumulate
-            group_size = min(cfg.optim.accumulate, n_batches - group * cfg.optim.accumulate)
-            last_in_group = (i + 1) % cfg.optim.accumulate == 0 or i + 1 == n_batches
-            if i % cfg.optim.accumulate == 0:
-                factor = lr_factor(global_step, steps_per_epoch, cfg)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["initial_lr"] * factor
-            x = normalize_on_device(clips.to(device, non_blocking=True), mean, std)
-            y = labels.to(device, non_blocking=True)
-            sync = contextlib.nullcontext() if (last_in_group or not dinfo.enabled) else ddp_model.no_sync()
-            with sync:
-                with _autocast(device, amp):
-                    logits = ddp_model(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {global_step}; "
-                                             f"lower optim.lr or set optim.grad_clip")
-                scaler.scale(loss / group_size).backward()
-            if last_in_group:
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-                if ema is not None:
-                    ema.update(model)
-            b = labels.shape[0]
-            loss_sum += loss.detach().double().cpu() * b
-            correct += (logits.detach().argmax(1) == y).sum().cpu()
-            seen += b
-            if (i + 1) % cfg.log_every == 0 or i + 1 == n_batches:
-                elapsed = time.perf_counter() - t_epoch
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(correct) / seen:.3f}",
-                                clips_s=f"{seen * dinfo.world_size / elapsed:.1f}",
-                                data=f"{data_time / (i + 1) * 1000:.0f}ms", refresh=False)
-                if writer is not None:
-                    writer.add_scalar("train/loss_step", float(loss.detach()), global_step)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
-            bar.update(1)
-            t_data = time.perf_counter()
-        bar.close()
-        train_seconds = time.perf_counter() - t_epoch
-        totals = _all_reduce_sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64)])
-                                 .to(device if (dinfo.enabled and device.type == "cuda") else "cpu"), dinfo).cpu()
-        train_loss = float(totals[0] / totals[2])
-        train_acc = float(totals[1] / totals[2])
-        clips_per_s = float(totals[2]) / train_seconds
+            self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
+    # ---- the run ---------------------------------------------------------------------------------------
+    def execute(self, resume, backbone_weights, init_from, stop_after_epochs, overwrite) -> TrainResult:
+        cfg = self.cfg
+        self._setup_device()
+        self._load_resume(resume, overwrite)
+        if self.dinfo.is_main:
+            maybe_generate_synthetic(cfg, self.say, self.progress)
+        barrier(self.dinfo)
+        # The run folder is created once the data is known to be there (a wrong data.root leaves nothing).
+        self.data: RunData = prepare_data(cfg, self.run_dir, self.dinfo, self.device, self.say, self.progress,
+                                          self.resume_labels, resumed=self.resume_state is not None)
+        self._open_files()
+        self._build(backbone_weights, init_from)
+        spec = input_spec(cfg)
+        self.steps = StepSettings(device=self.device, amp=cfg.amp, mean=spec.mean, std=spec.std,
+                                  accumulate=cfg.optim.accumulate, grad_clip=cfg.optim.grad_clip,
+                                  log_every=cfg.log_every, dist=self.dinfo, joint=self.joint,
+                                  progress=self.progress and self.dinfo.is_main)
+        nparams = sum(p.numel() for p in self.model.parameters())
+        self.say(f"run folder: {self.run_dir.resolve()}")
+        m = cfg.model
+        kind = "UF-TSN" if m.motion == "uftsn" else f"flow={m.flow} after {m.flow_after}"
+        terms = f"; joint loss on {self.joint.hooked_layers} flow layer(s)" if self.joint.hooked_layers else ""
+        self.say(f"model: {m.backbone} x{m.width} {kind}{terms} ({nparams / 1e6:.2f} M parameters); device {self.device}"
+                 + (f" x {self.dinfo.world_size} processes" if self.dinfo.enabled else "") + f"; amp {cfg.amp}; "
+                 f"batch {cfg.batch_size} x accumulate {cfg.optim.accumulate}; {cfg.epochs} epochs")
+        start = time.perf_counter()
+        for epoch in range(self.start_epoch, cfg.epochs):
+            if stop_after_epochs is not None and epoch - self.start_epoch >= stop_after_epochs:
+                break
+            self._epoch(epoch, start, spec)
+        test = None
+        if len(self.history) == cfg.epochs:
+            test = self._final_test(spec)
+        if self.dinfo.is_main:
+            best = (f"{self.best_acc * 100:.2f}% (epoch {self.best_epoch})" if self.best_acc is not None
+                    else "n/a (no validation split)")
+            ttxt = f"; test accuracy with those weights {test['acc'] * 100:.2f}% ({test['n']} videos)" if test else ""
+            self.say(f"done: {len(self.history)}/{cfg.epochs} epochs in this call "
+                     f"{time.perf_counter() - start:.0f} s; run folder {self.run_dir.resolve()}; "
+                     f"best validation accuracy {best}{ttxt}")
+        return TrainResult(run_dir=self.run_dir, best_val_acc=self.best_acc, best_epoch=self.best_epoch,
+                           epochs_done=len(self.history), history=self.history, classes=list(self.data.classes),
+                           model=self.model, ema_model=self.ema.module if self.ema is not None else None,
+                           rank=self.dinfo.rank, test=test)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _epoch(self, epoch: int, start: float, spec: InputSpec) -> None:
+        cfg, d = self.cfg, self.data
+        seed_everything(derive_seed(cfg.seed, "epoch", epoch, self.dinfo.rank))
+        d.train_sampler.set_epoch(epoch)
+        d.train_ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        stage = set_training_stage(self.model, cfg, epoch)
+        stats = train_one_epoch(self.model, self.ddp_model, d.train_loader, self.optimizer, self.scheduler,
+                                self.scaler, self.ema, self.steps, epoch_desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                writer=self.writer, global_step=self.global_step)
+        self.global_step = stats["global_step"]
         val = None
-        do_eval = val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
-        if do_eval:
-            val = validate(eval_model, val_loader, device, len(classes), mean, std, amp, dinfo,
-                           progress=progress and is_main, desc=f"validate {epoch + 1}")
-        row = {
-            "epoch": epoch + 1, "step": global_step, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-            "clips_per_s": clips_per_s, "data_time": data_time / max(1, n_batches),
-            "seconds": time.perf_counter() - t_epoch,
-        }
-        history.append(row)
-        improved = val is not None and (best_acc is None or val["acc"] > best_acc)
+        if d.val_loader is not None and cfg.eval_every > 0 and (
+                (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            val = validate(self.eval_model, d.val_loader, self.steps, len(d.classes), desc=f"validate {epoch + 1}")
+        seconds = time.perf_counter() - t0
+        elapsed = time.perf_counter() - start
+        done_here = epoch + 1 - self.start_epoch
+        row = {"epoch": epoch + 1, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+               "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+               "clips_per_s": stats["clips_per_s"], "data_time": stats["data_time"], "seconds": seconds,
+               "elapsed": elapsed, "eta": elapsed / done_here * (cfg.epochs - epoch - 1), "stage": stage,
+               **{f"{k}_loss": v for k, v in stats["terms"].items()}}
+        self.history.append(row)
+        # Without a validation split every epoch is "best" (best.pt = the latest weights).
+        improved = d.val_loader is None or (val is not None and (self.best_acc is None or val["acc"] > self.best_acc))
+        if improved and val is not None:
+            self.best_acc, self.best_epoch, self.best_conf = val["acc"], epoch + 1, val["confusion"].tolist()
+        elif improved:
+            self.best_epoch = epoch + 1
+        if self.dinfo.is_main:
+            self._save(epoch, spec, improved, row)
+            self.say(epoch_line(row, cfg.epochs, improved and val is not None))
+        barrier(self.dinfo)
+
+    def _summary(self, epoch: int, row: dict) -> dict:
+        d = self.data
+        return {"epochs": epoch + 1, "global_step": self.global_step, "classes": len(d.classes),
+                "train_videos": len(d.train_ds), "val_videos": len(d.val_ds) if d.val_ds else 0,
+                "test_videos": len(d.test_ds) if d.test_ds else 0, "selection": "validation split",
+                "best_val_acc": self.best_acc, "best_epoch": self.best_epoch, "last_val_acc": row["val_acc"],
+                "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                "dataset_fingerprint": d.fingerprints, "config": to_dict(self.cfg),
+                "weights": "ema" if self.ema is not None else "raw", "world_size": self.dinfo.world_size,
+                "torch": str(torch.__version__)}
+
+    def _save(self, epoch: int, spec: InputSpec, improved: bool, row: dict) -> None:
+        cfg, run_dir = self.cfg, self.run_dir
+        summary = dict(self._summary(epoch, row), saved_epoch=epoch + 1)
+        weights = _cpu_state(self.eval_model.state_dict())
         if improved:
-            best_acc, best_epoch, best_conf = val["acc"], epoch + 1, val["confusion"].tolist()
+            save_checkpoint(Checkpoint(cfg.model, self.data.classes, spec, weights, summary), run_dir / "best.pt")
+        ema = self.ema
+        resume_out = {
+            "model": _cpu_state(self.model.state_dict()),
+            "ema": {"state_dict": weights, "updates": ema.updates, "decay": ema.decay} if ema is not None else None,
+            "optimizer": _to_device(self.optimizer.state_dict(), torch.device("cpu")),
+            "scaler": self.scaler.state_dict() if cfg.amp == "fp16" else None,
+            "epoch": epoch + 1, "global_step": self.global_step,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_confusion": self.best_conf,
+            "history": self.history, "rng": rng_state(),
+        }
+        save_checkpoint(Checkpoint(cfg.model, self.data.classes, spec, weights, summary, resume=resume_out),
+                        run_dir / "last.pt")
+        write_log_csv(run_dir / "log.csv", self.history)
+        write_plots(run_dir, self.history, self.data.classes, self.best_conf, self.best_epoch)
+        if self.writer is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "clips_per_s"):
+                if row[key] is not None:
+                    self.writer.add_scalar(f"epoch/{key}", row[key], epoch + 1)
+            self.writer.flush()
 
-        if is_main:
-            summary = {
-                "epochs": epoch + 1, "global_step": global_step, "classes": len(classes),
-                "train_videos": len(train_ds), "val_videos": len(val_ds) if val_ds else 0,
-                "best_val_acc": best_acc, "best_epoch": best_epoch,
-                "last_val_acc": val["acc"] if val else None, "train_loss": train_loss, "train_acc": train_acc,
-                "dataset_fingerprint": fingerprints, "config": to_dict(cfg),
-                "weights": "ema" if ema is not None else "raw", "world_size": dinfo.world_size,
-                "torch": str(torch.__version__),
-            }
-            weights = _cpu_state((ema.module if ema is not None else model).state_dict())
-            if improved or val_loader is None:
-                save_checkpoint(Checkpoint(cfg.model, classes, spec, weights, dict(summary, saved_epoch=epoch + 1)),
-                                run_dir / "best.pt")
-            resume_out = {
-                "model": _cpu_state(model.state_dict()),
-                "ema": ({"state_dict": weights, "updates": ema.updates, "decay": ema.decay} if ema is not None else None),
-                "optimizer": _to_device(optimizer.state_dict(), torch.device("cpu")),
-                "scaler": scaler.state_dict() if amp == "fp16" else None,
-                "epoch": epoch + 1, "global_step": global_step,
-                "best_acc": best_acc, "best_epoch": best_epoch, "best_confusion": best_conf,
-                "history": history, "rng": _rng_state(),
-            }
-            save_checkpoint(Checkpoint(cfg.model, classes, spec, weights, dict(summary, saved_epoch=epoch + 1),
-                                       resume=resume_out), run_dir / "last.pt")
-            _write_log_csv(run_dir / "log.csv", history)
-            _write_plots(run_dir, history, classes, best_conf, best_epoch)
-            if writer is not None:
-                for key in ("train_loss", "train_acc", "val_loss", "val_acc", "clips_per_s"):
-                    if row[key] is not None:
-                        writer.add_scalar(f"epoch/{key}", row[key], epoch + 1)
-                writer.flush()
-            vtxt = f" val_loss {val['loss']:.3f} val_acc {val['acc'] * 100:.1f}%" if val else ""
-            say(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.3f} acc {train_acc * 100:.1f}%{vtxt} "
-                f"lr {row['lr']:.2g} {clips_per_s:.1f} clips/s data {row['data_time'] * 1000:.0f} ms/batch "
-                f"({_fmt_time(row['seconds'])})" + (" *best*" if improved else ""))
-        _barrier(dinfo)
-        epochs_this_call += 1
+    def _final_test(self, spec: InputSpec) -> dict | None:
+        """The test split, once, with best.pt's weights; recorded in log.csv (on the best epoch's row),
+        best.pt / last.pt summaries and test_confusion.json."""
+        from .train_data import final_test
 
-    if writer is not None:
-        writer.close()
-    epochs_done = len(history)
-    if is_main:
-        total = time.perf_counter() - start_time
-        best_txt = f"{best_acc * 100:.2f}% (epoch {best_epoch})" if best_acc is not None else "n/a (no validation)"
-        say(f"done: {epochs_done}/{cfg.epochs} epochs in {_fmt_time(total)}; run folder {run_dir.resolve()}; "
-            f"best validation accuracy {best_txt}")
-    return TrainResult(run_dir=run_dir, best_val_acc=best_acc, best_epoch=best_epoch, epochs_done=epochs_done,
-                       history=history, classes=list(classes), model=model,
-                       ema_model=ema.module if ema is not None else None, rank=dinfo.rank)
-
-
-def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> str:
-    """Copy every tensor of a repflow checkpoint's state_dict whose name and shape fit ``model``
-    (fine-tuning, e.g. Kinetics -> HMDB51: everything but the classifier). Returns a summary line."""
-    data = load_checkpoint_dict(path)
-    src = data["state_dict"]
-    own = model.state_dict()
-    fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(k for k in src if k not in fit)
-    missing = sorted(k for k in own if k not in fit)
-    if not fit:
-        raise CheckpointError(f"{path}: none of its tensors fit this model (different backbone or width?)")
-    model.load_state_dict(fit, strict=False)
-    return (f"initialised {len(fit)}/{len(own)} tensors from {path}"
-            + (f"; not taken: {skipped[:4]}" if skipped else "") + (f"; kept fresh: {missing[:4]}" if missing else ""))
-
-
-def _write_plots(run_dir: Path, history: list[dict], classes: list[str], best_conf: list | None,
-                 best_epoch: int | None) -> None:
-    from . import viz
-
-    cols: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")}
-    for row in history:
-        for k in cols:
-            v = row.get(k)
-            cols[k].append(float("nan") if v is None else float(v))
-    viz.plot_curves(cols, run_dir / "curves.png", title=f"{run_dir.name}")
-    if best_conf is not None:
-        viz.plot_confusion(np.asarray(best_conf), classes, run_dir / "confusion.png",
-                           title=f"validation, epoch {best_epoch} (single view)",
-                           json_path=run_dir / "confusion.json")
+        return final_test(self, spec)
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -825,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python -m repflow_core.train --config config/train_synthetic.yaml\n"
+               "  python -m repflow_core.train --config config/train_own_clips_cpu.yaml --data-root /data/my_clips\n"
                "  python -m repflow_core.train --config config/train_ucf101.yaml --set data.root=/data/UCF101 "
                "model.width=0.5 --epochs 3\n"
                "  python -m repflow_core.train --resume runs/synthetic\n"
@@ -837,7 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "a classifier for another class count is left fresh)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact reruns)")
     p.add_argument("--overwrite", action="store_true", help="start over in an out_dir that already holds a run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one line per epoch, with elapsed time and an estimate of the time left)")
+    p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="console level of library messages (the run's own lines are always printed)")
     p.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
     add_override_arguments(p)
     return p
@@ -858,7 +472,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train_io import configure_cli_logging
+
     args = build_parser().parse_args(argv)
+    configure_cli_logging(getattr(logging, args.log_level))
     try:
         cfg = config_from_args(args)
         result = train(cfg, resume=args.resume, backbone_weights=args.backbone_weights, init_from=args.init_from,
@@ -878,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         best = f"{result.best_val_acc * 100:.2f}%" if result.best_val_acc is not None else "n/a"
         print(f"run folder: {result.run_dir.resolve()}")
         print(f"best validation accuracy: {best}")
+        if result.test is not None:
+            print(f"test accuracy (best weights, single view): {result.test['acc'] * 100:.2f}%")
     return 0
 
 

@@ -1,13 +1,20 @@
-"""Pictures drawn with OpenCV only: flow fields as colours, training curves, confusion matrices.
+"""Pictures: flow fields as colours (OpenCV) and charts (matplotlib): training curves, confusion matrices,
+per-class bars.
 
-All functions return RGB uint8 images (H, W, 3); the ``plot_*`` functions also write a PNG when given
-a path (OpenCV writes BGR, the conversion is done here).
+All functions return RGB uint8 images (H, W, 3); the ``plot_*`` functions also write a PNG when given a path
+(atomically, see :mod:`repflow_core.atomic_io`).
 
 Flow colours follow the Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology
 for Optical Flow", 2011) used throughout the optical-flow literature: the hue gives the direction
 (right = red, down = yellow-green... see :func:`flow_to_color`), the saturation/brightness the magnitude
 relative to ``max_flow``. ``style="hsv"`` gives the OpenCV-tutorial rendering instead: hue = direction,
-value = magnitude, black = no motion (easier to read over a dark debug image).
+value = magnitude, black = no motion (easier to read over a dark debug image). Flow pictures stay on OpenCV
+because the node and the flow figure draw them per frame, where a plotting library would only add cost.
+
+Charts use matplotlib's object API on the Agg canvas (``Figure`` + ``FigureCanvasAgg``, never ``pyplot``):
+no display is needed, no global figure state is shared between threads, and the process-wide backend is left
+alone. matplotlib is imported only when a chart is drawn: it is in the ``train`` extra, not a runtime
+dependency of the node.
 """
 
 from __future__ import annotations
@@ -16,18 +23,27 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from .atomic_io import atomic_write_bytes, atomic_write_text
+
 __all__ = [
-    "flow_to_color",
     "flow_grid_image",
+    "flow_to_color",
+    "grouped_bars_figure",
     "make_colorwheel",
+    "confusion_figure",
+    "confusion_summary",
+    "curves_figure",
     "plot_confusion",
     "plot_curves",
+    "plot_grouped_bars",
+    "plot_per_class",
     "read_log_csv",
     "write_png",
 ]
@@ -157,7 +173,7 @@ def _wheel_tile(cell: int, style: str) -> np.ndarray:
     return img
 
 
-# ------------------------------------------------------------------------------------------ text
+# ------------------------------------------------------------------------------------------ files
 
 
 def _put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int],
@@ -168,151 +184,17 @@ def _put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, co
     cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
-def _text_size(text: str, scale: float, thickness: int = 1) -> tuple[int, int]:
-    (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
-    return w, h + base
-
-
-def _put_text_centered(img: np.ndarray, text: str, center: tuple[float, float], scale: float,
-                       color: tuple[int, int, int], thickness: int = 1) -> None:
-    (w, h), _ = cv2.getTextSize(text, FONT, scale, thickness)
-    _put_text(img, text, (int(center[0] - w / 2), int(center[1] + h / 2)), scale, color, thickness)
-
-
-def _vertical_text(text: str, scale: float, color: tuple[int, int, int], bg: tuple[int, int, int],
-                   thickness: int = 1) -> np.ndarray:
-    """Text rendered horizontally then rotated 90 degrees counter-clockwise (reads bottom to top)."""
-    (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
-    img = np.full((h + base + 4, w + 4, 3), bg, np.uint8)
-    cv2.putText(img, text, (2, h + 2), FONT, scale, color, thickness, cv2.LINE_AA)
-    return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
-
-
-def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
-    h, w = src.shape[:2]
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(dst.shape[1], x + w), min(dst.shape[0], y + h)
-    if x1 > x0 and y1 > y0:
-        dst[y0:y1, x0:x1] = src[y0 - y : y1 - y, x0 - x : x1 - x]
-
-
 def write_png(img_rgb: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an RGB uint8 image as PNG (atomically: temp file + rename)."""
+    """Write an RGB uint8 image as PNG (atomically: temp file + rename, the usual file mode)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(img_rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------- curves
-
-# Colour-blind-safe palette (Okabe-Ito), RGB.
-PALETTE = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233)]
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        lo, hi = 0.0, 1.0
-    if hi <= lo:
-        hi = lo + (abs(lo) * 0.1 or 1.0)
-    raw = (hi - lo) / max(1, target)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 0.5 and len(ticks) < 50:
-        ticks.append(round(v, 10))
-        v += step
-    return ticks
-
-
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1000 or abs(v) < 0.01:
-        return f"{v:.1e}"
-    return f"{v:.3g}"
-
-
-def _panel(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, ylabel: str,
-           width: int, height: int, y_range: tuple[float, float] | None = None,
-           xlabel: str = "epoch") -> np.ndarray:
-    """One line plot: {name: (xs, ys)} -> RGB image with axes, ticks, grid, labels and a legend."""
-    img = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 70, 20, 40, 50
-    x0, x1, y0, y1 = left, width - right, top, height - bottom
-    xs_all = [x for xs, ys in series.values() for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-    ys_all = [y for xs, ys in series.values() for y in ys if y is not None and math.isfinite(y)]
-    xlo, xhi = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
-    if xhi <= xlo:
-        xlo, xhi = xlo - 0.5, xhi + 0.5
-    if y_range is not None:
-        ylo, yhi = y_range
-    else:
-        ylo, yhi = (min(ys_all), max(ys_all)) if ys_all else (0.0, 1.0)
-        ylo = min(ylo, 0.0) if ylo >= 0 and ylo < 0.5 * yhi else ylo
-        pad = (yhi - ylo) * 0.05 or 0.5
-        ylo, yhi = ylo - (pad if ylo != 0 else 0), yhi + pad
-    yt = [t for t in _nice_ticks(ylo, yhi) if ylo - 1e-9 <= t <= yhi + 1e-9]
-    xt = [t for t in _nice_ticks(xlo, xhi, 6) if xlo - 1e-9 <= t <= xhi + 1e-9]
-    if all(float(x).is_integer() for x in xs_all):
-        xt = [t for t in xt if float(t).is_integer()] or xt
-
-    def px(x: float) -> int:
-        return int(round(x0 + (x - xlo) / (xhi - xlo) * (x1 - x0)))
-
-    def py(y: float) -> int:
-        return int(round(y1 - (y - ylo) / (yhi - ylo) * (y1 - y0)))
-
-    grey, dark = (225, 225, 225), (40, 40, 40)
-    for t in yt:
-        cv2.line(img, (x0, py(t)), (x1, py(t)), grey, 1)
-        w, h = _text_size(_fmt(t), 0.4)
-        _put_text(img, _fmt(t), (x0 - w - 6, py(t) + 4), 0.4, dark)
-    for t in xt:
-        cv2.line(img, (px(t), y0), (px(t), y1), grey, 1)
-        label = str(int(t)) if float(t).is_integer() else _fmt(t)
-        w, _ = _text_size(label, 0.4)
-        _put_text(img, label, (px(t) - w // 2, y1 + 16), 0.4, dark)
-    cv2.rectangle(img, (x0, y0), (x1, y1), dark, 1)
-    _put_text_centered(img, title, (width / 2, top / 2 - 2), 0.55, (0, 0, 0), 1)
-    _put_text_centered(img, xlabel, ((x0 + x1) / 2, height - 14), 0.45, dark)
-    _paste(img, _vertical_text(ylabel, 0.45, dark, (255, 255, 255)), 4,
-           int((y0 + y1) / 2 - _text_size(ylabel, 0.45)[0] / 2))
-
-    legend = []
-    for k, (name, (xs, ys)) in enumerate(series.items()):
-        color = PALETTE[k % len(PALETTE)]
-        pts = [(px(x), py(y)) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-        if not pts:
-            continue
-        if len(pts) > 1:
-            cv2.polylines(img, [np.asarray(pts, np.int32)], False, color, 2, cv2.LINE_AA)
-        if len(pts) <= 60:
-            for p in pts:
-                cv2.circle(img, p, 3, color, -1, cv2.LINE_AA)
-        legend.append((name, color))
-    if legend:
-        lw = max(_text_size(n, 0.42)[0] for n, _ in legend) + 36
-        lh = 18 * len(legend) + 8
-        lx, ly = x1 - lw - 8, y0 + 8
-        cv2.rectangle(img, (lx, ly), (lx + lw, ly + lh), (255, 255, 255), -1)
-        cv2.rectangle(img, (lx, ly), (lx + lw, ly + lh), (160, 160, 160), 1)
-        for k, (name, color) in enumerate(legend):
-            yy = ly + 14 + 18 * k
-            cv2.line(img, (lx + 6, yy - 4), (lx + 26, yy - 4), color, 2, cv2.LINE_AA)
-            _put_text(img, name, (lx + 30, yy), 0.42, dark)
-    return img
+    return atomic_write_bytes(path, buf.tobytes())
 
 
 def read_log_csv(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Columns of a training log.csv as float lists (empty cells -> NaN)."""
+    """Columns of a training log.csv as float lists (empty or non-numeric cells -> NaN)."""
     cols: dict[str, list[float]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -325,118 +207,260 @@ def read_log_csv(path: str | os.PathLike) -> dict[str, list[float]]:
     return cols
 
 
-def plot_curves(log: str | os.PathLike | Mapping[str, Sequence[float]], path: str | os.PathLike | None = None,
-                width: int = 1000, height: int = 400, title: str = "") -> np.ndarray:
-    """Loss and accuracy versus epoch, side by side, from a log.csv path or a dict of columns
-    (``epoch`` plus any of ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``; accuracies in
-    [0, 1] are drawn in percent). Returns the RGB image; writes a PNG when ``path`` is given."""
-    cols = read_log_csv(log) if isinstance(log, (str, os.PathLike)) else {k: list(v) for k, v in log.items()}
-    n = max((len(v) for v in cols.values()), default=0)
-    xs = [float(v) for v in cols.get("epoch", range(1, n + 1))]
+# ------------------------------------------------------------------------------------- matplotlib
 
-    def series(names: Sequence[str], scale: float = 1.0) -> dict:
-        out = {}
-        for name in names:
-            if name in cols and any(v is not None and math.isfinite(float(v)) for v in cols[name]):
-                ys = [float(v) * scale if v is not None else float("nan") for v in cols[name]]
-                out[name.replace("_", " ")] = (xs[: len(ys)], ys)
-        return out
+# Colour-blind-safe palette (Okabe-Ito): one colour per split in every chart, so train/validation/test
+# read the same in the loss and the accuracy panels (a single legend serves both).
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+DPI = 100
 
-    loss = series(["train_loss", "val_loss"])
-    acc = series(["train_acc", "val_acc"], 100.0)
-    half = width // 2
-    head = 30 if title else 0
-    img = np.full((height + head, width, 3), 255, np.uint8)
-    if title:
-        _put_text_centered(img, title, (width / 2, 12), 0.55, (0, 0, 0), 1)
-    img[head:, :half] = _panel(loss, "loss", "cross-entropy", half, height)
-    img[head:, half:] = _panel(acc, "accuracy", "accuracy (%)", width - half, height, y_range=(0.0, 100.0))
+
+def _figure(width_px: int, height_px: int):
+    """A matplotlib Figure on its own Agg canvas (no pyplot: thread-safe, backend untouched)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # the train extra: pip install "repflow_ros[train]" or make setup
+        raise ImportError("charts need matplotlib: pip install matplotlib (the 'train' extra)") from exc
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _render(fig, path: str | os.PathLike | None) -> np.ndarray:
+    """Draw ``fig`` to an RGB uint8 array; write it as PNG when ``path`` is given (the file is this array)."""
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     if path is not None:
         write_png(img, path)
     return img
 
 
+def _title(run_name: str, title: str, what: str) -> str:
+    """``run: what (details)``: every chart names its run, so a PNG copied out of its folder still says
+    which run it shows."""
+    head = f"{run_name}: {what}" if run_name else what
+    return f"{head} ({title})" if title and title != run_name else head
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- curves
+
+
+def _split_series(cols: Mapping[str, Sequence[Any]], suffix: str) -> dict[str, list[float]]:
+    """``{split: values}`` for the columns ``<split>_<suffix>`` that hold at least one finite value."""
+    out = {}
+    for name, values in cols.items():
+        if name.endswith("_" + suffix) and _finite(values):
+            out[name[: -len(suffix) - 1]] = [float(v) if v is not None and v != "" else float("nan")
+                                             for v in values]
+    return out
+
+
+def _split_style(split: str, order: list[str]) -> dict:
+    if split not in order:
+        order.append(split)
+    return {"color": PALETTE[order.index(split) % len(PALETTE)], "label": SPLIT_NAMES.get(split, split)}
+
+
+def plot_curves(log: str | os.PathLike | Mapping[str, Sequence[float]], path: str | os.PathLike | None = None,
+                width: int = 1100, height: int = 440, title: str = "", run_name: str = "") -> np.ndarray:
+    """:func:`curves_figure` as an RGB image; writes a PNG when ``path`` is given."""
+    return _render(curves_figure(log, width, height, title, run_name), path)
+
+
+def curves_figure(log: str | os.PathLike | Mapping[str, Sequence[float]], width: int = 1100, height: int = 440,
+                  title: str = "", run_name: str = ""):
+    """Loss and accuracy versus epoch, side by side, from a log.csv path or a dict of columns.
+
+    Columns: ``epoch`` plus any ``<split>_loss`` / ``<split>_acc`` (``train``, ``val``, ``test``...);
+    accuracies in [0, 1] are drawn in percent. The loss axis is logarithmic: the first epochs' loss can be
+    orders of magnitude above the rest (an untrained model's validation loss), which on a linear axis
+    flattens every later point. One legend for both panels sits below them, outside the data, and the
+    epoch with the best validation accuracy is marked. ``run_name`` (default: ``title``) heads the figure.
+    Returns the matplotlib Figure.
+    """
+    cols = read_log_csv(log) if isinstance(log, (str, os.PathLike)) else {k: list(v) for k, v in log.items()}
+    n = max((len(v) for v in cols.values()), default=0)
+    xs = [float(v) for v in cols.get("epoch", range(1, n + 1))]
+    fig = _figure(width, height)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    order: list[str] = []
+    markers = "o" if len(xs) <= 60 else None
+    loss = _split_series(cols, "loss")
+    for split, ys in loss.items():
+        ax_loss.plot(xs[: len(ys)], ys, marker=markers, ms=3, lw=1.8, **_split_style(split, order))
+    values = [v for ys in loss.values() for v in _finite(ys)]
+    if values and min(values) > 0:
+        ax_loss.set_yscale("log")
+    ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy" + (" (log scale)" if values and
+                                                                         min(values) > 0 else ""))
+    acc = _split_series(cols, "acc")
+    scale = 100.0 if all(v <= 1.0 for ys in acc.values() for v in _finite(ys)) else 1.0
+    for split, ys in acc.items():
+        ax_acc.plot(xs[: len(ys)], [v * scale for v in ys], marker=markers, ms=3, lw=1.8,
+                    **_split_style(split, order))
+    ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102))  # 0 and 100% stay visible
+    val = acc.get("val", [])
+    if _finite(val):
+        best = int(np.nanargmax(np.asarray(val, dtype=np.float64)))
+        for ax in (ax_loss, ax_acc):  # the epoch best.pt comes from, in both panels; named in the legend
+            ax.axvline(xs[best], color="0.45", ls=":", lw=1.3, label=f"best validation (epoch {xs[best]:g})")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, which="major", color="0.9")
+        if all(float(x).is_integer() for x in xs):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    for h, lab in zip(*ax_acc.get_legend_handles_labels()):
+        if lab not in labels:
+            handles.append(h)
+            labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=max(1, len(handles)), frameon=False)
+    fig.suptitle(_title(run_name or title, title, "training curves"))
+    return fig
+
+
 # ------------------------------------------------------------------------------------- confusion
 
 
-def plot_confusion(matrix: Any, labels: Sequence[str], path: str | os.PathLike | None = None,
-                   title: str = "", max_size: int = 1400, json_path: str | os.PathLike | None = None
-                   ) -> np.ndarray:
-    """Confusion matrix (rows = true class, columns = predicted) as an image.
-
-    Cells are shaded by the row-normalised value (the fraction of class i predicted as j), so rare and
-    common classes read alike; the raw count is written in each cell when the cells are big enough.
-    The diagonal's mean is the mean class accuracy, shown in the title with the overall accuracy.
-    Returns the RGB image; writes a PNG when ``path`` is given (and the matrix as JSON to ``json_path``).
-    """
+def confusion_summary(matrix: Any) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(counts, row-normalised matrix, accuracy, mean class accuracy) of a confusion matrix
+    (rows = true class); classes without samples are left out of the mean."""
     m = np.asarray(_as_numpy(matrix), dtype=np.float64)
-    k = len(labels)
-    if m.shape != (k, k):
-        raise ValueError(f"confusion matrix shape {m.shape} does not match {k} labels")
     rows = m.sum(1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     total = m.sum()
     acc = float(np.trace(m) / total) if total else float("nan")
     present = rows[:, 0] > 0
     mca = float(np.mean(np.diag(norm)[present])) if present.any() else float("nan")
+    return m, norm, acc, mca
 
-    cell = int(np.clip((max_size - 220) // max(k, 1), 6, 56))
-    show_counts = cell >= 22
-    label_scale = float(np.clip(cell / 40.0, 0.28, 0.45))
-    shown = [str(s) if len(str(s)) <= 22 else str(s)[:21] + "~" for s in labels]
-    label_w = max(_text_size(s, label_scale)[0] for s in shown) + 10 if cell >= 10 else 10
-    head = title + "  " if title else ""
-    heading = f"{head}acc {acc * 100:.1f}%  mean class acc {mca * 100:.1f}%  (n={int(total)})"
-    top = label_w + 72
-    left = label_w + 30
-    bar = 60
-    w = left + k * cell + bar + 20
-    h = top + k * cell + 40
-    img = np.full((h, max(w, 420, _text_size(heading, 0.5)[0] + 20), 3), 255, np.uint8)
 
-    def shade(v: float) -> tuple[int, int, int]:
-        # white -> dark blue
-        lo, hi = np.array([247, 251, 255], np.float64), np.array([8, 48, 107], np.float64)
-        c = lo + (hi - lo) * float(np.clip(v, 0, 1))
-        return int(c[0]), int(c[1]), int(c[2])
+def plot_confusion(matrix: Any, labels: Sequence[str], path: str | os.PathLike | None = None,
+                   title: str = "", max_size: int = 1400, json_path: str | os.PathLike | None = None,
+                   run_name: str = "") -> np.ndarray:
+    """Confusion matrix (rows = true class, columns = predicted) as an image.
 
-    for i in range(k):
-        for j in range(k):
-            x, y = left + j * cell, top + i * cell
-            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), shade(norm[i, j]), -1)
-            if show_counts and m[i, j] > 0:
-                txt = str(int(m[i, j])) if float(m[i, j]).is_integer() else f"{m[i, j]:.1f}"
-                color = (255, 255, 255) if norm[i, j] > 0.5 else (30, 30, 30)
-                fs = float(np.clip(cell / 70.0, 0.3, 0.5))
-                _put_text_centered(img, txt, (x + cell / 2, y + cell / 2), fs, color)
-    cv2.rectangle(img, (left - 1, top - 1), (left + k * cell, top + k * cell), (80, 80, 80), 1)
-    if cell >= 8:
-        for i, s in enumerate(shown):
-            tw, th = _text_size(s, label_scale)
-            y = top + i * cell + cell // 2 + 4
-            _put_text(img, s, (left - tw - 6, y), label_scale, (20, 20, 20))
-            vt = _vertical_text(s, label_scale, (20, 20, 20), (255, 255, 255))
-            _paste(img, vt, left + i * cell + (cell - vt.shape[1]) // 2, top - vt.shape[0] - 4)
-    _put_text(img, "predicted", (left + k * cell // 2 - 35, top - label_w - 22), 0.5, (0, 0, 0))
-    tv = _vertical_text("true class", 0.5, (0, 0, 0), (255, 255, 255))
-    _paste(img, tv, 4, top + k * cell // 2 - tv.shape[0] // 2)
-    # Colour bar for the row-normalised fraction.
-    bx = left + k * cell + 16
-    bh = k * cell
-    for yy in range(bh):
-        cv2.line(img, (bx, top + yy), (bx + 14, top + yy), shade(1 - yy / max(bh - 1, 1)), 1)
-    cv2.rectangle(img, (bx, top), (bx + 14, top + bh), (80, 80, 80), 1)
-    _put_text(img, "1", (bx + 18, top + 10), 0.4, (20, 20, 20))
-    _put_text(img, "0", (bx + 18, top + bh), 0.4, (20, 20, 20))
-    _put_text(img, heading, (10, 22), 0.5, (0, 0, 0))
-    if path is not None:
-        write_png(img, path)
+    Cells are shaded by the row-normalised value (the fraction of class i predicted as j), so rare and
+    common classes read alike; the raw count is written in each cell while the cells are big enough, and
+    class names label both axes while they fit (up to 120 classes). The diagonal's mean is the mean class
+    accuracy, shown in the title with the overall accuracy. Returns the RGB image; writes a PNG when
+    ``path`` is given (and the matrix as JSON to ``json_path``).
+    """
+    m, norm, acc, mca = confusion_summary(matrix)
+    if m.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix shape {m.shape} does not match {len(labels)} labels")
+    img = _render(confusion_figure(matrix, labels, title, max_size, run_name), path)
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps({
+        atomic_write_text(json_path, json.dumps({
             "labels": [str(s) for s in labels],
             "matrix": [[int(v) if float(v).is_integer() else float(v) for v in row] for row in m],
             "row_normalised": [[round(float(v), 6) for v in row] for row in norm],
             "accuracy": acc, "mean_class_accuracy": mca,
-        }, indent=1), encoding="utf-8")
+        }, indent=1))
     return img
+
+
+def confusion_figure(matrix: Any, labels: Sequence[str], title: str = "", max_size: int = 1400, run_name: str = ""):
+    """The matplotlib Figure of :func:`plot_confusion`."""
+    k = len(labels)
+    m, norm, acc, mca = confusion_summary(matrix)
+    if m.shape != (k, k):
+        raise ValueError(f"confusion matrix shape {m.shape} does not match {k} labels")
+    side = int(np.clip(260 + 34 * k, 480, max_size))
+    fig = _figure(side + 120, side)
+    ax = fig.subplots()
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    if k <= 120:  # names stay legible down to ~11 px rows (UCF101's 101 classes at the default max_size)
+        shown = [str(s) if len(str(s)) <= 22 else str(s)[:21] + "~" for s in labels]
+        fs = float(np.clip(550 / max(k, 1), 4.5, 10))
+        ax.set_xticks(range(k), shown, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs)
+        ax.set_yticks(range(k), shown, fontsize=fs)
+    if k <= 30:
+        fs = float(np.clip(240 / max(k, 1), 6, 10))
+        for i, j in zip(*np.nonzero(m)):
+            txt = str(int(m[i, j])) if float(m[i, j]).is_integer() else f"{m[i, j]:.1f}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=fs,
+                    color="white" if norm[i, j] > 0.5 else "0.15")
+    ax.set(xlabel="predicted", ylabel="true class")
+    heading = _title(run_name, title, "confusion matrix")
+    ax.set_title(f"{heading}\naccuracy {acc * 100:.1f}%, mean class accuracy {mca * 100:.1f}% (n={int(m.sum())})",
+                 fontsize=10)
+    return fig
+
+
+# -------------------------------------------------------------------------------------------- bars
+
+
+def plot_grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]],
+                      path: str | os.PathLike | None = None, title: str = "", run_name: str = "",
+                      ylabel: str = "accuracy (%)", percent: bool = True, what: str = "per-class accuracy",
+                      width: int | None = None, height: int = 460) -> np.ndarray:
+    """:func:`grouped_bars_figure` as an RGB image; writes a PNG when ``path`` is given."""
+    fig = grouped_bars_figure(categories, series, title, run_name, ylabel, percent, what, width, height)
+    return _render(fig, path)
+
+
+def grouped_bars_figure(categories: Sequence[str], series: Mapping[str, Sequence[float]], title: str = "",
+                        run_name: str = "", ylabel: str = "accuracy (%)", percent: bool = True,
+                        what: str = "per-class accuracy", width: int | None = None, height: int = 460):
+    """Bars grouped by category, one colour per series (``{series name: one value per category}``).
+
+    ``percent``: values are fractions in [0, 1], drawn in percent on a 0-100 axis. The legend sits below the
+    axes, outside the data. Returns the matplotlib Figure.
+    """
+    k, names = len(categories), list(series)
+    for name, values in series.items():
+        if len(values) != k:
+            raise ValueError(f"series {name!r} has {len(values)} values for {k} categories")
+    fig = _figure(width or int(np.clip(200 + 70 * k * max(1, len(names)) / 2, 700, 2400)), height)
+    ax = fig.subplots()
+    group = 0.8 / max(1, len(names))
+    x = np.arange(k, dtype=np.float64)
+    scale = 100.0 if percent else 1.0
+    for v, name in enumerate(names):
+        ys = [float(val) * scale if val is not None else float("nan") for val in series[name]]
+        ax.bar(x - 0.4 + group * (v + 0.5), ys, width=group, color=PALETTE[v % len(PALETTE)], label=name)
+    ax.set_xticks(x, [str(c) for c in categories], rotation=30 if k > 6 else 0, ha="right" if k > 6 else "center",
+                  rotation_mode="anchor")
+    if percent:
+        ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    if names:
+        fig.legend(loc="outside lower center", ncols=min(len(names), 4), frameon=False)
+    fig.suptitle(_title(run_name, title, what))
+    return fig
+
+
+def plot_per_class(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike | None = None,
+                   title: str = "held-out split", run_name: str = "") -> np.ndarray:
+    """Per-class accuracy bars of several models (the ablation's ``results``: ``{variant: {"name",
+    "labels", "per_class_accuracy": {label: fraction}}}``), one colour per model, classes in the first
+    model's label order."""
+    if not results:
+        raise ValueError("plot_per_class needs at least one result")
+    labels = list(next(iter(results.values()))["labels"])
+    series = {}
+    for variant, r in results.items():
+        acc = r["per_class_accuracy"]
+        missing = [lab for lab in labels if lab not in acc]
+        if missing:
+            raise ValueError(f"result {variant!r} has no per-class accuracy for {missing}")
+        series[str(r.get("name", variant))] = [acc[lab] for lab in labels]
+    return plot_grouped_bars(labels, series, path, title=title, run_name=run_name, what="per-class video accuracy")

@@ -33,11 +33,13 @@ import json
 import os
 import queue
 import random
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -73,7 +75,7 @@ def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 
 
-def synthetic_action_order(actions: Sequence[str], seed: int, passes: Optional[int] = None) -> Iterator[str]:
+def synthetic_action_order(actions: Sequence[str], seed: int, passes: int | None = None) -> Iterator[str]:
     """Every action once per pass, each pass in a fresh random order drawn from ``seed`` (deterministic)."""
     rng = random.Random(seed)
     done = 0
@@ -106,9 +108,9 @@ class SyntheticSource:
         self._size = (int(height), int(width))
         self._seed = int(seed)
         self._order = synthetic_action_order(chosen, seed, passes=None if loop else 1)
-        self._queue: "queue.Queue[Optional[Clip]]" = queue.Queue(maxsize=max(1, ahead))
+        self._queue: queue.Queue[Clip | None] = queue.Queue(maxsize=max(1, ahead))
         self._stop = threading.Event()
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="camera_sim_render", daemon=True)
         self._thread.start()
 
@@ -120,7 +122,7 @@ class SyntheticSource:
                 clip = Clip(np.ascontiguousarray(frames, dtype=np.uint8), action, index)
                 while not self._stop.is_set():
                     try:
-                        self._queue.put(clip, timeout=0.2)
+                        self._queue.put(clip, timeout=0.05)
                         break
                     except queue.Full:
                         continue
@@ -133,20 +135,25 @@ class SyntheticSource:
     def _put_end(self) -> None:
         while not self._stop.is_set():
             try:
-                self._queue.put(None, timeout=0.2)
+                self._queue.put(None, timeout=0.05)
                 return
             except queue.Full:
                 continue
 
-    def next_clip(self, timeout: float = 10.0) -> Optional[Clip]:
+    def next_clip(self, timeout: float = 10.0) -> Clip | None:
         """The next clip, or None at the end of a non-looping pass. Raises if rendering failed."""
         clip = self._queue.get(timeout=timeout)
         if clip is None and self.error is not None:
             raise SourceError(f"rendering a synthetic clip failed: {self.error!r}") from self.error
         return clip
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop rendering and wait for the thread (at most one clip's render time): a daemon thread still inside
+        OpenCV when the interpreter exits is killed with pthread_exit, which aborts the process ("terminate called
+        without an active exception", status -6; seen in 2 of 6 stops before this join)."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
 
 class VideoSource:
@@ -171,7 +178,7 @@ class VideoSource:
         self._index = 0
         self.actions = [self.label]
 
-    def next_clip(self, timeout: float = 0.0) -> Optional[Clip]:
+    def next_clip(self, timeout: float = 0.0) -> Clip | None:
         if self._index > 0 and not self._loop:
             return None
         clip = Clip(self.frames, self.label, self._index)
@@ -187,8 +194,61 @@ def stamp_to_seconds(stamp) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
+@dataclass(frozen=True)
+class ParamDef:
+    """One node parameter: declared from this table and printed by ``--help`` (one source for both)."""
+
+    name: str
+    default: Any  #: None: a string array without a default (``actions``)
+    description: str
+    low: float | None = None  #: inclusive range, declared as an Integer/FloatingPointRange
+    high: float | None = None
+
+
+PARAMS: tuple[ParamDef, ...] = (
+    ParamDef("source", "synthetic", "'synthetic' (rendered action clips) or a path to a video file / frame folder"),
+    ParamDef("fps", DEFAULT_FPS, "publish rate in frames per second", 0.1, 1000.0),
+    ParamDef("width", DEFAULT_WIDTH, "image width in pixels (0: a video's own width)", 0, 8192),
+    ParamDef("height", DEFAULT_HEIGHT, "image height in pixels (0: a video's own height)", 0, 8192),
+    ParamDef("encoding", "rgb8", "sensor_msgs/Image encoding: rgb8 or bgr8"),
+    ParamDef("compressed", False, "also publish JPEG sensor_msgs/CompressedImage on image/compressed"),
+    ParamDef("jpeg_quality", 90, "JPEG quality of image/compressed", 1, 100),
+    ParamDef("frame_id", "camera_frame", "header.frame_id of the published images"),
+    ParamDef("clip_frames", DEFAULT_CLIP_FRAMES, "frames per synthetic action clip", 1, 100000),
+    ParamDef("seed", 0, "seed of the synthetic action order and clip rendering"),
+    ParamDef("actions", None, "synthetic actions to cycle through (default: all of "
+             "repflow_core.data.synthetic.ACTIONS)"),
+    ParamDef("label", "unknown", "ground-truth action published for a video-file source"),
+    ParamDef("loop", True, "loop forever; false: publish one pass (every action once / the video once), exit 0"),
+    ParamDef("wait_for_subscribers", 0, "wait until this many subscribers are matched on 'image' before "
+             "publishing (0: publish at once, as a camera does)", 0, 1000),
+)
+
+
+def help_text() -> str:
+    """``--help``: usage, topics and every parameter with its default and range (no rclpy needed)."""
+    lines = [f"usage: {NODE_NAME} [-h] [--ros-args [-p NAME:=VALUE ...] [-r FROM:=TO ...] [--params-file FILE]]",
+             "", __doc__.strip().split("\n")[0], "",
+             "Publishes on 'image' (+ 'image/compressed') and '~/ground_truth';",
+             "remap with -r image:=/camera/image_raw.",
+             "Stops cleanly on SIGINT and SIGTERM (exit status 0).", "", "parameters (default):"]
+    for p in PARAMS:
+        default = "[] (all actions)" if p.default is None else repr(p.default)
+        span = f" [{p.low:g}, {p.high:g}]" if p.low is not None else ""
+        lines.append(f"  {p.name:<22}{default:<18}{p.description}{span}")
+    return "\n".join(lines)
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    """-h / --help among the arguments before ``--ros-args`` (what follows belongs to ROS)."""
+    own = list(argv[1:])
+    if "--ros-args" in own:
+        own = own[: own.index("--ros-args")]
+    return "-h" in own or "--help" in own
+
+
 def _make_node_class():
-    # Deferred so that importing this module (e.g. for synthetic_action_order) does not need rclpy.
+    # Deferred so that importing this module (e.g. for synthetic_action_order or --help) does not need rclpy.
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
@@ -198,35 +258,21 @@ def _make_node_class():
 
     from .image_decoding import rgb_to_compressed_msg, rgb_to_image_msg
 
-    def desc(text, **kw):
-        return ParameterDescriptor(description=text, **kw)
+    def descriptor(p: ParamDef) -> ParameterDescriptor:
+        if p.low is None:
+            return ParameterDescriptor(description=p.description)
+        if isinstance(p.default, float):
+            return ParameterDescriptor(description=p.description, floating_point_range=[
+                FloatingPointRange(from_value=float(p.low), to_value=float(p.high))])
+        return ParameterDescriptor(description=p.description, integer_range=[
+            IntegerRange(from_value=int(p.low), to_value=int(p.high))])
 
     class CameraSimNode(Node):
         def __init__(self, **kwargs):
             super().__init__(NODE_NAME, **kwargs)
-            p = self.declare_parameter
-            p("source", "synthetic", desc("'synthetic' (rendered action clips) or a path to a video file / frame folder"))
-            p("fps", DEFAULT_FPS, desc("publish rate in frames per second",
-                                       floating_point_range=[FloatingPointRange(from_value=0.1, to_value=1000.0)]))
-            p("width", DEFAULT_WIDTH, desc("image width in pixels (0: a video's own width)",
-                                           integer_range=[IntegerRange(from_value=0, to_value=8192)]))
-            p("height", DEFAULT_HEIGHT, desc("image height in pixels (0: a video's own height)",
-                                             integer_range=[IntegerRange(from_value=0, to_value=8192)]))
-            p("encoding", "rgb8", desc("sensor_msgs/Image encoding: rgb8 or bgr8"))
-            p("compressed", False, desc("also publish JPEG sensor_msgs/CompressedImage on image/compressed"))
-            p("jpeg_quality", 90, desc("JPEG quality of image/compressed",
-                                       integer_range=[IntegerRange(from_value=1, to_value=100)]))
-            p("frame_id", "camera_frame", desc("header.frame_id of the published images"))
-            p("clip_frames", DEFAULT_CLIP_FRAMES, desc("frames per synthetic action clip",
-                                                       integer_range=[IntegerRange(from_value=1, to_value=100000)]))
-            p("seed", 0, desc("seed of the synthetic action order and clip rendering"))
-            p("actions", Parameter.Type.STRING_ARRAY,
-              desc("synthetic actions to cycle through (default: all of repflow_core.data.synthetic.ACTIONS)"))
-            p("label", "unknown", desc("ground-truth action published for a video-file source"))
-            p("loop", True, desc("loop forever; false: publish one pass (every action once / the video once), exit 0"))
-            p("wait_for_subscribers", 0, desc("wait until this many subscribers are matched on 'image' before "
-                                              "publishing (0: publish at once, as a camera does)",
-                                              integer_range=[IntegerRange(from_value=0, to_value=1000)]))
+            for p in PARAMS:
+                default = Parameter.Type.STRING_ARRAY if p.default is None else p.default
+                self.declare_parameter(p.name, default, descriptor(p))
             g = self.get_parameter
             self.fps = float(g("fps").value)
             self.encoding = str(g("encoding").value).lower()
@@ -260,13 +306,14 @@ def _make_node_class():
             self._rgb_to_compressed_msg = rgb_to_compressed_msg
             self._String = String
 
-            self.clip: Optional[Clip] = None
+            self.clip: Clip | None = None
             self.frame_index = 0
             self.published = 0
             self.finished = False
+            self.stopping = False  # set by the SIGINT/SIGTERM handler in main()
             self.exit_code = 0
             self._started = self.wait_for_subscribers == 0
-            self._matched_at: Optional[float] = None
+            self._matched_at: float | None = None
             self.timer = self.create_timer(1.0 / self.fps, self._tick)
             self.get_logger().info(
                 f"publishing {what} at {self.fps:g} fps as {self.encoding} on "
@@ -297,7 +344,7 @@ def _make_node_class():
             return frame
 
         def _tick(self) -> None:
-            if self.finished or not self._ready():
+            if self.finished or self.stopping or not self.context.ok() or not self._ready():
                 return
             try:
                 frame = self._next_frame()
@@ -309,6 +356,16 @@ def _make_node_class():
                 self.get_logger().info(f"one pass done ({self.published} frames published), exiting")
                 self.finished = True
                 return
+            try:
+                self._publish(frame)
+            except Exception:
+                # A shutdown that lands between the check above and publish() invalidates the publishers'
+                # context ("RCLError: Failed to publish: publisher's context is invalid"): not an error then.
+                if self.stopping or not self.context.ok():
+                    return
+                raise
+
+        def _publish(self, frame: np.ndarray) -> None:
             stamp = self.get_clock().now().to_msg()
             self.image_pub.publish(self._rgb_to_image_msg(frame, stamp=stamp, frame_id=self.frame_id,
                                                           encoding=self.encoding))
@@ -329,35 +386,90 @@ def _make_node_class():
     return CameraSimNode
 
 
-def main(args: Optional[List[str]] = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+class _StopFlag:
+    """SIGINT / SIGTERM -> a flag the spin loop checks, so a signal never interrupts a publish half-way (rclpy's own
+    handlers shut the context down under a running timer callback) and a second signal during shutdown is harmless.
+    """
 
-    rclpy.init(args=args)
+    def __init__(self):
+        self.signum: int | None = None
+        self.node = None
+        self._previous = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        if self.node is not None:
+            self.node.stopping = True
+
+    @property
+    def set(self) -> bool:
+        return self.signum is not None
+
+
+def _spin(node, stop: _StopFlag, context) -> int:
+    """Spin until the pass ends, a signal arrives or the context is shut down; the node's exit status."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        # short waits: a signal handler runs only once the wait returns, so this bounds the shutdown delay
+        while context.ok() and not node.finished and not stop.set:
+            executor.spin_once(timeout_sec=0.05)
+        if node.finished and node.exit_code == 0 and not stop.set:
+            # let reliable subscribers fetch the last samples before the writer disappears
+            end = time.monotonic() + 0.5
+            while context.ok() and time.monotonic() < end and not stop.set:
+                executor.spin_once(timeout_sec=0.05)
+    except ExternalShutdownException:
+        pass
+    finally:
+        executor.shutdown(timeout_sec=0.5)
+    return node.exit_code
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``camera_sim``. Exit status: 0 (also after SIGINT/SIGTERM), 1 for an unusable source."""
+    argv = list(sys.argv if args is None else args)
+    if _wants_help(argv):
+        print(help_text())
+        return 0
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = _StopFlag()
+    stop.install()
+    context = rclpy.Context()
+    rclpy.init(args=argv, context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = None
-    code = 0
     try:
         try:
-            node = _make_node_class()()
+            node = _make_node_class()(context=context)
         except SourceError as exc:
             print(f"camera_sim: error: {exc}", file=sys.stderr, flush=True)
             return 1
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        code = node.exit_code
-        if node.finished and code == 0:
-            # let reliable subscribers fetch the last samples before the writer disappears
-            end = time.monotonic() + 0.5
-            while rclpy.ok() and time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 0
+        stop.node = node
+        node.stopping = stop.set
+        code = _spin(node, stop, context)
+        if stop.set:
+            node.get_logger().info(f"{signal.Signals(stop.signum).name}: stopping after "
+                                   f"{node.published} frames")
+            code = 0
+        return code
     finally:
         if node is not None:
+            node.stopping = True
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return code
+        rclpy.try_shutdown(context=context)
+        stop.restore()
 
 
 if __name__ == "__main__":

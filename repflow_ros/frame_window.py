@@ -21,6 +21,15 @@ Semantics (documented choices):
   that was pending at a reset is counted in ``windows_discarded`` (it belongs to a segment that has ended).
 * ``epoch`` (in each :class:`Window`) changes at every reset and ``clear()``, so the consumer can reset per-stream
   state such as temporal smoothing.
+* Each reset's :class:`PushResult` carries ``detail``, a sentence with the numbers behind the reason (how far the
+  stamp went back, the gap, the two shapes). :class:`ResetReporter` turns results into log lines: the first reset of
+  each reason is logged with its detail, later ones of the same reason only counted (a looping bag would otherwise
+  log every loop), and a reason not seen before is logged too.
+
+Stamps: :func:`stamp_to_ns` converts a ``builtin_interfaces/Time`` (``sec``, ``nanosec``) to integer nanoseconds and
+refuses what the message definition does not allow (``nanosec`` outside ``[0, 1e9)``, which would otherwise read
+4e9 ns as +4 s, and a negative ``sec``) with :class:`BadStamp` (``cause = "bad_stamp"``), for the node to drop and
+count the frame before it reaches the window.
 """
 
 from __future__ import annotations
@@ -30,16 +39,38 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any
 
-__all__ = ["FrameWindow", "PushResult", "Window", "RESET_REASONS"]
+__all__ = ["FrameWindow", "PushResult", "Window", "RESET_REASONS", "BadStamp", "stamp_to_ns", "ResetReporter"]
 
 RESET_TIME_JUMP_BACKWARDS = "time_jump_backwards"
 RESET_FRAME_GAP = "frame_gap"
 RESET_SIZE_CHANGE = "size_change"
 
 #: Every reason a push can reset the buffer, in order of precedence.
-RESET_REASONS: Tuple[str, ...] = (RESET_TIME_JUMP_BACKWARDS, RESET_FRAME_GAP, RESET_SIZE_CHANGE)
+RESET_REASONS: tuple[str, ...] = (RESET_TIME_JUMP_BACKWARDS, RESET_FRAME_GAP, RESET_SIZE_CHANGE)
+
+_NS_PER_S = 1_000_000_000
+
+
+class BadStamp(ValueError):
+    """A header stamp the message definition does not allow; ``cause`` is the drop counter's key."""
+
+    cause = "bad_stamp"
+
+
+def stamp_to_ns(sec: Any, nanosec: Any) -> int:
+    """``builtin_interfaces/Time`` fields -> integer nanoseconds since the epoch.
+
+    Raises :class:`BadStamp` for ``nanosec`` outside ``[0, 1e9)`` or a negative ``sec`` (the message defines
+    ``nanosec`` as the fraction of a second; taking 4e9 at face value moves the frame 4 s ahead).
+    """
+    sec, nanosec = int(sec), int(nanosec)
+    if not 0 <= nanosec < _NS_PER_S:
+        raise BadStamp(f"invalid stamp: nanosec {nanosec} outside [0, 1e9) (sec {sec})")
+    if sec < 0:
+        raise BadStamp(f"invalid stamp: negative sec {sec} (nanosec {nanosec})")
+    return sec * _NS_PER_S + nanosec
 
 
 @dataclass(frozen=True)
@@ -47,18 +78,19 @@ class PushResult:
     """Outcome of one ``push``."""
 
     reset: bool  #: the buffer was reset before this frame was added
-    reason: Optional[str]  #: one of RESET_REASONS when reset, else None
+    reason: str | None  #: one of RESET_REASONS when reset, else None
     window_ready: bool  #: this frame completed a window (now pending for take_ready)
     buffered: int  #: frames buffered after the push
-    gap: Optional[float]  #: stamp minus the previous frame's stamp (seconds), None for the first frame of a segment
+    gap: float | None  #: stamp minus the previous frame's stamp (seconds), None for the first frame of a segment
+    detail: str | None = None  #: when reset: the numbers behind the reason, for a log line
 
 
 @dataclass(frozen=True)
 class Window:
     """One clip, oldest frame first."""
 
-    frames: List[Any]
-    stamps: List[float]
+    frames: list[Any]
+    stamps: list[float]
     stamp: float  #: the newest frame's stamp
     frame_id: str  #: the newest frame's frame_id
     seq: int  #: 1, 2, ... for every window that became ready (skipped ones included) over the object's life
@@ -70,7 +102,7 @@ class Window:
 class FrameWindow:
     """Buffers frames and hands the newest complete ``clip_len``-frame window to a consumer thread."""
 
-    def __init__(self, clip_len: int, frame_stride: int = 1, hop: int = 4, max_frame_gap: Optional[float] = 0.5):
+    def __init__(self, clip_len: int, frame_stride: int = 1, hop: int = 4, max_frame_gap: float | None = 0.5):
         if int(clip_len) < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
         if int(frame_stride) < 1:
@@ -84,9 +116,9 @@ class FrameWindow:
         self._hop = self._check_hop(hop)
 
         self._cond = threading.Condition(threading.Lock())
-        self._buf: Deque[Tuple[Any, float, str, Tuple[int, ...]]] = deque(maxlen=self.span)
-        self._since_ready: Optional[int] = None  # frames since the last ready window; None: none yet this segment
-        self._pending: Optional[Window] = None
+        self._buf: deque[tuple[Any, float, str, tuple[int, ...]]] = deque(maxlen=self.span)
+        self._since_ready: int | None = None  # frames since the last ready window; None: none yet this segment
+        self._pending: Window | None = None
         self._skipped_since_take = 0
         self._seq = 0
         self._epoch = 0
@@ -97,7 +129,7 @@ class FrameWindow:
         self._windows_taken = 0
         self._windows_skipped_busy = 0
         self._windows_discarded = 0
-        self._resets: Dict[str, int] = {reason: 0 for reason in RESET_REASONS}
+        self._resets: dict[str, int] = {reason: 0 for reason in RESET_REASONS}
 
     @staticmethod
     def _check_hop(hop: int) -> int:
@@ -116,17 +148,11 @@ class FrameWindow:
         shape = tuple(frame.shape)
         with self._cond:
             self._frames_in += 1
-            reason = None
-            gap = None
+            reason, detail, gap = None, None, None
             if self._buf:
                 _, last_stamp, _, last_shape = self._buf[-1]
                 gap = stamp - last_stamp
-                if gap < 0:
-                    reason = RESET_TIME_JUMP_BACKWARDS
-                elif self.max_frame_gap is not None and gap > self.max_frame_gap:
-                    reason = RESET_FRAME_GAP
-                elif shape != last_shape:
-                    reason = RESET_SIZE_CHANGE
+                reason, detail = self._reset_reason(gap, last_stamp, stamp, last_shape, shape)
             if reason is not None:
                 self._resets[reason] += 1
                 self._restart_locked()
@@ -141,8 +167,20 @@ class FrameWindow:
                 else:
                     self._since_ready += 1
             return PushResult(
-                reset=reason is not None, reason=reason, window_ready=ready, buffered=len(self._buf), gap=gap
+                reset=reason is not None, reason=reason, window_ready=ready, buffered=len(self._buf), gap=gap,
+                detail=detail,
             )
+
+    def _reset_reason(self, gap: float, last_stamp: float, stamp: float, last_shape: tuple[int, ...],
+                      shape: tuple[int, ...]) -> tuple[str | None, str | None]:
+        """(reason, detail) when this frame must restart the window, in RESET_REASONS' order of precedence."""
+        if gap < 0:
+            return RESET_TIME_JUMP_BACKWARDS, f"stamp went back {-gap:.3f} s ({last_stamp:.3f} -> {stamp:.3f})"
+        if self.max_frame_gap is not None and gap > self.max_frame_gap:
+            return RESET_FRAME_GAP, f"{gap:.3f} s between frames, over max_frame_gap {self.max_frame_gap:g} s"
+        if shape != last_shape:
+            return RESET_SIZE_CHANGE, f"frame shape changed from {last_shape} to {shape}"
+        return None, None
 
     def _restart_locked(self) -> None:
         self._buf.clear()
@@ -175,7 +213,7 @@ class FrameWindow:
 
     # -- consumer -----------------------------------------------------------------------------------------------------
 
-    def take_ready(self, timeout: Optional[float] = None) -> Optional[Window]:
+    def take_ready(self, timeout: float | None = None) -> Window | None:
         """Wait until a window is ready and return the newest one, marking it consumed.
 
         Returns None on timeout or once ``close()`` was called. ``timeout=None`` waits indefinitely, ``0`` polls.
@@ -220,7 +258,7 @@ class FrameWindow:
         with self._cond:
             self._restart_locked()
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """A snapshot of the counters: frames_in, windows_ready, windows_taken, windows_skipped_busy,
         windows_discarded, resets (dict by reason), resets_total, plus the current buffered / pending / epoch / hop."""
         with self._cond:
@@ -241,3 +279,27 @@ class FrameWindow:
     def __len__(self) -> int:
         with self._cond:
             return len(self._buf)
+
+
+class ResetReporter:
+    """Log lines for window resets: the first of each reason with its detail, later ones of that reason only
+    counted (in :meth:`FrameWindow.stats`), a new reason logged again. Not thread-safe: call from the thread that
+    pushes (the node's image callback)."""
+
+    def __init__(self):
+        self._logged: dict[str, int] = {}
+
+    def message(self, result: PushResult) -> str | None:
+        """The line to log for this push, or None (no reset, or a reason already logged)."""
+        if not result.reset or result.reason is None:
+            return None
+        if result.reason in self._logged:
+            self._logged[result.reason] += 1
+            return None
+        self._logged[result.reason] = 1
+        return (f"frame window reset ({result.reason}): {result.detail or 'no detail'}; further "
+                f"'{result.reason}' resets are counted in /diagnostics (window_resets_{result.reason})")
+
+    def reset(self) -> None:
+        """Forget what was logged (e.g. at a new activation), so the next reset of each reason is logged again."""
+        self._logged.clear()

@@ -27,9 +27,16 @@ Built-in decoder behaviour (documented choices):
 Errors are :class:`ImageDecodeError` (a ``ValueError``) whose ``cause`` is one of the stable keys in
 :data:`DECODE_ERROR_CAUSES`, meant for counting dropped frames by reason.
 
-Compressed images go through ``cv2.imdecode`` (JPEG, PNG and whatever else the OpenCV build reads; the codec is
-detected from the bytes, the ``format`` string such as ``"jpeg"``, ``"png"`` or ``"rgb8; jpeg compressed bgr8"`` is
-only checked for ``compressedDepth``, which is rejected as unsupported: it carries a depth header before the PNG).
+Compressed images go through ``cv2.imdecode``; the codec is detected from the bytes, the ``format`` string such as
+``"jpeg"``, ``"png"`` or ``"rgb8; jpeg compressed bgr8"`` is only checked for ``compressedDepth``, which is rejected
+as unsupported (it carries a depth header before the PNG). Only JPEG and PNG are accepted (what
+compressed_image_transport publishes), because their declared size can be read before decoding (below).
+
+Memory bound per frame (hostile input)
+--------------------------------------
+Every decoder here first checks the frame's declared size against :class:`FrameLimits` (``max_pixels``, default
+4096 x 2160; ``max_aspect``, default 8) without decoding or allocating: :mod:`repflow_ros.image_guards` holds the
+limits, the errors :class:`FrameTooLarge` / :class:`BadAspect` and the JPEG/PNG header reader, re-exported here.
 
 Encoding
 --------
@@ -40,15 +47,37 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Tuple
+from typing import Any
 
 import cv2
 import numpy as np
+
+from .image_guards import (
+    DECODE_ERROR_CAUSES,
+    DEFAULT_MAX_ASPECT,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    BadAspect,
+    FrameLimits,
+    FrameTooLarge,
+    ImageDecodeError,
+    check_compressed_size,
+    check_frame_size,
+    compressed_image_size,
+)
+from .image_guards import buffer_bytes as _buffer_bytes
 
 __all__ = [
     "SUPPORTED_ENCODINGS",
     "DECODE_ERROR_CAUSES",
     "ImageDecodeError",
+    "FrameTooLarge",
+    "BadAspect",
+    "FrameLimits",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_MAX_ASPECT",
+    "check_frame_size",
+    "compressed_image_size",
+    "check_compressed_size",
     "ImageDecoder",
     "cv_bridge_available",
     "decode_image",
@@ -59,7 +88,7 @@ __all__ = [
 ]
 
 #: Encodings the built-in decoder reads (``Image.encoding``, matched case-insensitively).
-SUPPORTED_ENCODINGS: Tuple[str, ...] = (
+SUPPORTED_ENCODINGS: tuple[str, ...] = (
     "rgb8",
     "bgr8",
     "rgba8",
@@ -73,15 +102,6 @@ SUPPORTED_ENCODINGS: Tuple[str, ...] = (
     "8UC1",
     "8UC3",
     "8UC4",
-)
-
-#: Every value ``ImageDecodeError.cause`` can take.
-DECODE_ERROR_CAUSES: Tuple[str, ...] = (
-    "empty",
-    "unsupported_encoding",
-    "bad_step",
-    "truncated",
-    "compressed_decode_failed",
 )
 
 # encoding (lower case) -> (bytes per pixel, canonical name)
@@ -114,14 +134,6 @@ _CVT_TO_RGB = {
 _IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
-class ImageDecodeError(ValueError):
-    """A frame that cannot be decoded. ``cause`` is a short stable key (see :data:`DECODE_ERROR_CAUSES`)."""
-
-    def __init__(self, cause: str, message: str):
-        super().__init__(message)
-        self.cause = cause
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # cv_bridge (optional)
 
@@ -152,24 +164,29 @@ class ImageDecoder:
     built-in decoder keeps the high byte; the results differ by at most one grey level.
     """
 
-    def __init__(self, prefer_cv_bridge: bool = True):
+    def __init__(self, prefer_cv_bridge: bool = True, limits: FrameLimits | None = None):
+        #: declared sizes are checked against these before any decoder (cv_bridge included) sees the frame
+        self.limits = limits or FrameLimits()
         bridge_cls = _cv_bridge_class() if prefer_cv_bridge else None
         self._bridge = bridge_cls() if bridge_cls is not None else None
         self.backend = "cv_bridge" if self._bridge is not None else "builtin"
 
     def decode(self, msg: Any) -> np.ndarray:
-        """Decode a raw ``sensor_msgs/Image``."""
+        """Decode a raw ``sensor_msgs/Image`` (its declared size checked first: FrameTooLarge, BadAspect)."""
+        if int(msg.height) > 0 and int(msg.width) > 0:  # empty frames: decode_image says "empty"
+            check_frame_size(msg.width, msg.height, self.limits)
         if self._bridge is not None:
             try:
                 img = self._bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
                 return _as_owned_rgb(img)
             except Exception:
                 pass  # fall through: the built-in decoder either handles it or says precisely why not
-        return decode_image(msg)
+        return decode_image(msg, self.limits)
 
     def decode_compressed(self, msg: Any) -> np.ndarray:
-        """Decode a ``sensor_msgs/CompressedImage``."""
-        if self._bridge is not None:
+        """Decode a ``sensor_msgs/CompressedImage`` (its header's size checked first: FrameTooLarge, BadAspect)."""
+        if self._bridge is not None and msg.data is not None and len(msg.data) > 0:
+            check_compressed_size(msg.data, self.limits)
             try:
                 bgr = self._bridge.compressed_imgmsg_to_cv2(msg)
                 if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
@@ -178,7 +195,7 @@ class ImageDecoder:
                     return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
             except Exception:
                 pass
-        return decode_compressed_image(msg)
+        return decode_compressed_image(msg, self.limits)
 
     def __call__(self, msg: Any) -> np.ndarray:
         """Decode either message type (a ``format`` attribute marks a CompressedImage)."""
@@ -200,25 +217,15 @@ def _as_owned_rgb(img: np.ndarray) -> np.ndarray:
 # built-in decoder
 
 
-def _buffer_bytes(data: Any) -> np.ndarray:
-    """A 1-D uint8 view of ``data`` (array.array('B'), bytes, bytearray, memoryview, numpy array) without per-element
-    Python work; a list / tuple of ints (rare) is converted once with numpy."""
-    if isinstance(data, np.ndarray):
-        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    try:
-        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-    except TypeError:  # not a buffer (list, tuple, ...)
-        return np.asarray(data, dtype=np.uint8).reshape(-1)
-
-
 def _supported_list() -> str:
     return ", ".join(SUPPORTED_ENCODINGS)
 
 
-def decode_image(msg: Any) -> np.ndarray:
+def decode_image(msg: Any, limits: FrameLimits | None = None) -> np.ndarray:
     """Decode a raw ``sensor_msgs/Image`` (or any object with its fields) to RGB uint8 ``(H, W, 3)``.
 
-    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding``, ``bad_step`` or ``truncated``).
+    Raises :class:`ImageDecodeError` (cause ``empty``, ``too_large``, ``bad_aspect``, ``unsupported_encoding``,
+    ``bad_step`` or ``truncated``); the size is checked against ``limits`` (default :class:`FrameLimits`) first.
     """
     height = int(msg.height)
     width = int(msg.width)
@@ -230,6 +237,7 @@ def decode_image(msg: Any) -> np.ndarray:
         raise ImageDecodeError(
             "empty", f"empty image: {width}x{height} {encoding!r} with {0 if data is None else len(data)} bytes"
         )
+    check_frame_size(width, height, limits, what=f"{encoding!r} image")
     info = _ENCODING_INFO.get(encoding.lower())
     if info is None:
         raise ImageDecodeError(
@@ -268,11 +276,11 @@ def decode_image(msg: Any) -> np.ndarray:
     return cv2.cvtColor(rows.reshape(height, width, channels), _CVT_TO_RGB[canonical])
 
 
-def decode_compressed_image(msg: Any) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG / PNG / ...) to RGB uint8 ``(H, W, 3)``.
+def decode_compressed_image(msg: Any, limits: FrameLimits | None = None) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to RGB uint8 ``(H, W, 3)``.
 
-    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding`` for ``compressedDepth``, or
-    ``compressed_decode_failed``).
+    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding`` for ``compressedDepth`` and other
+    formats, ``too_large`` / ``bad_aspect`` from the header before decoding, or ``compressed_decode_failed``).
     """
     fmt = str(getattr(msg, "format", "") or "")
     if "compresseddepth" in fmt.lower():
@@ -283,6 +291,7 @@ def decode_compressed_image(msg: Any) -> np.ndarray:
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty", f"empty compressed image (format {fmt!r})")
     buf = _buffer_bytes(data)
+    check_compressed_size(buf, limits)
     flag = _IMREAD_COLOR_RGB if _IMREAD_COLOR_RGB is not None else cv2.IMREAD_COLOR
     try:
         img = cv2.imdecode(buf, flag)
@@ -303,7 +312,7 @@ def decode_compressed_image(msg: Any) -> np.ndarray:
 # resizing
 
 
-def resize_rgb(img: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+def resize_rgb(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Resize an image to ``(height, width)``: ``INTER_AREA`` when either side shrinks (no aliasing), ``INTER_LINEAR``
     when only enlarging. Returns the input unchanged when it already has that size."""
     out_h, out_w = (int(v) for v in size_hw)
@@ -360,8 +369,9 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp: Any = None, frame_id: str = "", enc
     ``encoding`` is ``rgb8``, ``bgr8`` or ``mono8``. ``stamp`` may be None (zero), a ``builtin_interfaces/Time``, an
     ``rclpy.time.Time`` or seconds as a float.
     """
-    from sensor_msgs.msg import Image
     import array
+
+    from sensor_msgs.msg import Image
 
     rgb = _check_rgb(rgb)
     if encoding == "rgb8":
@@ -396,8 +406,9 @@ def rgb_to_compressed_msg(
     ``image_transport`` republishers and this module's decoder both read. ``quality`` is the JPEG quality (1-100);
     for PNG it is ignored (default compression level).
     """
-    from sensor_msgs.msg import CompressedImage
     import array
+
+    from sensor_msgs.msg import CompressedImage
 
     rgb = _check_rgb(rgb)
     kind = fmt.lower().strip()

@@ -17,16 +17,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DIR = Path(__file__).resolve().parent
 
 
 def make_tiny_checkpoint(path, labels: Sequence[str] = ("a", "b", "c"), clip_len: int = 8,
-                         size: Tuple[int, int] = (32, 32), seed: int = 0) -> Path:
+                         size: tuple[int, int] = (32, 32), seed: int = 0) -> Path:
     """A valid repflow checkpoint of a very small model (ResNet-18 at 1/8 width, 2 flow iterations)."""
     import torch
 
@@ -60,14 +62,15 @@ class NodeProcess:
     """A node run as ``python -m module --ros-args ...``; stdout/stderr go to files under ``log_dir``."""
 
     def __init__(self, module: str, ros_args: Sequence[str], log_dir, name: str = "node",
-                 env: Optional[Dict[str, str]] = None):
+                 env: dict[str, str] | None = None):
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.log_dir / f"{name}.stdout"
         self.stderr_path = self.log_dir / f"{name}.stderr"
         full_env = dict(os.environ)
+        # test/ too, for test-only entry points such as gated_recognizer_node.
         full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
+            [str(REPO_ROOT), str(TEST_DIR)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
         full_env.setdefault("OMP_NUM_THREADS", "1")
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
@@ -81,31 +84,38 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_exit(self, timeout: float) -> Optional[int]:
+    def wait_exit(self, timeout: float) -> int | None:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
 
     def stdout(self) -> str:
-        self._out.flush()
+        if not self._out.closed:  # still running (stop() closes it)
+            self._out.flush()
         return self.stdout_path.read_text(errors="replace")
 
     def stderr(self) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def output(self) -> str:
         return self.stdout() + self.stderr()
 
-    def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGINT (a clean shutdown), then SIGKILL if it does not exit within ``timeout`` s. Returns the exit code."""
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGINT) -> int | None:
+        """``sig`` (SIGINT: a clean shutdown), then SIGKILL if it does not exit within ``timeout`` s. Returns the exit
+        code; :attr:`stop_seconds` is the time from the signal to the exit (None if it was not running)."""
+        self.stop_seconds = None
         if self.proc.poll() is None:
+            start = time.monotonic()
             try:
-                self.proc.send_signal(signal.SIGINT)
+                self.proc.send_signal(sig)
             except ProcessLookupError:
                 pass
-            if self.wait_exit(timeout) is None:
+            code = self.wait_exit(timeout)
+            self.stop_seconds = time.monotonic() - start
+            if code is None:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._out.close()
@@ -126,14 +136,14 @@ class Recorder:
 
     def __init__(self):
         self._cond = threading.Condition()
-        self.items: List[Tuple[float, Any]] = []
+        self.items: list[tuple[float, Any]] = []
 
     def __call__(self, msg) -> None:
         with self._cond:
             self.items.append((time.monotonic(), msg))
             self._cond.notify_all()
 
-    def messages(self, since: float = 0.0) -> List[Any]:
+    def messages(self, since: float = 0.0) -> list[Any]:
         with self._cond:
             return [msg for t, msg in self.items if t >= since]
 
@@ -141,7 +151,7 @@ class Recorder:
         with self._cond:
             return len(self.items)
 
-    def wait_for(self, predicate: Callable[[List[Any]], Any], timeout: float, since: float = 0.0) -> Any:
+    def wait_for(self, predicate: Callable[[list[Any]], Any], timeout: float, since: float = 0.0) -> Any:
         """Wait until ``predicate(messages received at or after since)`` is truthy; returns its last value."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -207,7 +217,7 @@ class RosHarness:
         finally:
             self.node.destroy_client(client)
 
-    def set_parameters(self, node_name: str, values: Dict[str, Any], timeout: float = 10.0):
+    def set_parameters(self, node_name: str, values: dict[str, Any], timeout: float = 10.0):
         """Set parameters on a remote node; returns the list of SetParametersResult."""
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
@@ -249,7 +259,7 @@ def stamp_ns_of(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
-def diagnostic_values(array_msg, name: str) -> Optional[Dict[str, str]]:
+def diagnostic_values(array_msg, name: str) -> dict[str, str] | None:
     """The KeyValues of the status called ``name`` in a DiagnosticArray (None when absent)."""
     for status in array_msg.status:
         if status.name == name:
@@ -261,5 +271,5 @@ def diagnostic_values(array_msg, name: str) -> Optional[Dict[str, str]]:
     return None
 
 
-def predictions(string_msgs) -> List[Dict[str, Any]]:
+def predictions(string_msgs) -> list[dict[str, Any]]:
     return [json.loads(m.data) for m in string_msgs]

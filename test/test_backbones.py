@@ -20,6 +20,7 @@ from repflow_core.backbones import (
     build_backbone,
     load_backbone_weights,
     r2plus1d_18,
+    r3d_18,
     resnet18,
     resnet34,
     resnet50,
@@ -37,6 +38,7 @@ TORCHVISION_NUM_PARAMS = {
     "resnet34": 21_797_672,
     "resnet50": 25_557_032,
     "r2plus1d_18": 31_505_325,
+    "r3d_18": 33_371_472,  # R3D_18_Weights.KINETICS400_V1
 }
 
 TORCHVISION_KEYS = {
@@ -78,6 +80,55 @@ TORCHVISION_KEYS = {
         "fc.bias",
     ],
 }
+
+
+# torchvision/models/video/resnet.py: r3d_18 = VideoResNet(BasicBlock, [Conv3DSimple] * 4, [2, 2, 2, 2], BasicStem).
+# Every 3D convolution (Conv3DSimple is an nn.Conv3d, so no extra index), with its shape at 400 classes:
+R3D_18_CONVS = [
+    ('stem.0.weight', (64, 3, 3, 7, 7)),
+    ('layer1.0.conv1.0.weight', (64, 64, 3, 3, 3)),
+    ('layer1.0.conv2.0.weight', (64, 64, 3, 3, 3)),
+    ('layer1.1.conv1.0.weight', (64, 64, 3, 3, 3)),
+    ('layer1.1.conv2.0.weight', (64, 64, 3, 3, 3)),
+    ('layer2.0.conv1.0.weight', (128, 64, 3, 3, 3)),
+    ('layer2.0.conv2.0.weight', (128, 128, 3, 3, 3)),
+    ('layer2.0.downsample.0.weight', (128, 64, 1, 1, 1)),
+    ('layer2.1.conv1.0.weight', (128, 128, 3, 3, 3)),
+    ('layer2.1.conv2.0.weight', (128, 128, 3, 3, 3)),
+    ('layer3.0.conv1.0.weight', (256, 128, 3, 3, 3)),
+    ('layer3.0.conv2.0.weight', (256, 256, 3, 3, 3)),
+    ('layer3.0.downsample.0.weight', (256, 128, 1, 1, 1)),
+    ('layer3.1.conv1.0.weight', (256, 256, 3, 3, 3)),
+    ('layer3.1.conv2.0.weight', (256, 256, 3, 3, 3)),
+    ('layer4.0.conv1.0.weight', (512, 256, 3, 3, 3)),
+    ('layer4.0.conv2.0.weight', (512, 512, 3, 3, 3)),
+    ('layer4.0.downsample.0.weight', (512, 256, 1, 1, 1)),
+    ('layer4.1.conv1.0.weight', (512, 512, 3, 3, 3)),
+    ('layer4.1.conv2.0.weight', (512, 512, 3, 3, 3)),
+]
+# Every BatchNorm3d (weight, bias, running_mean, running_var, num_batches_tracked):
+R3D_18_BATCHNORMS = [
+    'stem.1',
+    'layer1.0.conv1.1',
+    'layer1.0.conv2.1',
+    'layer1.1.conv1.1',
+    'layer1.1.conv2.1',
+    'layer2.0.conv1.1',
+    'layer2.0.conv2.1',
+    'layer2.0.downsample.1',
+    'layer2.1.conv1.1',
+    'layer2.1.conv2.1',
+    'layer3.0.conv1.1',
+    'layer3.0.conv2.1',
+    'layer3.0.downsample.1',
+    'layer3.1.conv1.1',
+    'layer3.1.conv2.1',
+    'layer4.0.conv1.1',
+    'layer4.0.conv2.1',
+    'layer4.0.downsample.1',
+    'layer4.1.conv1.1',
+    'layer4.1.conv2.1',
+]
 
 
 def _meta_model(name: str, width: float = 1.0) -> StagedBackbone:
@@ -280,7 +331,7 @@ def test_build_backbone_builds_named_architecture(name: str) -> None:
     model = build_backbone(name, width=SMALL_WIDTH, num_classes=3)
     assert isinstance(model, StagedBackbone)
     assert model.fc.out_features == 3
-    assert model.is_video == (name == "r2plus1d_18")
+    assert model.is_video == (name in ("r2plus1d_18", "r3d_18"))
 
 
 def test_build_backbone_unknown_name_lists_valid_choices() -> None:
@@ -438,3 +489,34 @@ def test_non_checkpoint_file_is_refused_clearly(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pt"):
         load_backbone_weights(_small_model("resnet18"), path)
+
+
+# ------------------------------------------------------------------------------------------------
+# r3d_18 (the paper's Table 6 backbone)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_r3d_18_state_dict_is_torchvisions_key_for_key() -> None:
+    state = _meta_model("r3d_18").state_dict()
+    bn_fields = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    expected = {key for key, _ in R3D_18_CONVS} | {"fc.weight", "fc.bias"}
+    expected |= {f"{bn}.{field}" for bn in R3D_18_BATCHNORMS for field in bn_fields}
+    assert set(state) == expected
+    for key, shape in R3D_18_CONVS:
+        assert tuple(state[key].shape) == shape, key
+    for bn in R3D_18_BATCHNORMS:  # each BN follows the conv at index 0 of the same Sequential
+        assert state[f"{bn}.weight"].shape == (state[bn[:-1] + "0.weight"].shape[0],), bn
+    assert state["fc.weight"].shape == (400, 512)
+
+
+def test_r3d_18_uses_full_3d_convolutions_and_halves_time_from_layer2_on() -> None:
+    model = _small_model("r3d_18")
+    assert isinstance(model.layer1[0].conv1[0], nn.Conv3d) and model.layer1[0].conv1[0].kernel_size == (3, 3, 3)
+    x = _input_for(model)
+    shapes = []
+    with torch.no_grad():
+        for stage in model.stage_names:
+            x = model.forward_stage(stage, x)
+            shapes.append(tuple(x.shape[2:]))
+    assert shapes == [(8, 16, 16), (8, 16, 16), (4, 8, 8), (2, 4, 4), (1, 2, 2)]
+    assert r3d_18(width=SMALL_WIDTH, num_classes=5).eval()(torch.randn(CLIP_INPUT)).shape == (1, 5)

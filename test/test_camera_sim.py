@@ -19,7 +19,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -223,3 +223,48 @@ def test_bad_video_file_exits_1(tmp_path, procs, kind):
     log = proc.log_path.read_text()
     assert rc == 1, log
     assert str(path) in log and "error" in log.lower(), log
+
+
+def test_help_prints_parameters_and_exits_without_ros(tmp_path):
+    """--help: every parameter with its default, exit 0 at once, and rclpy never imported (no graph joined)."""
+    code = ("import sys; from repflow_ros import camera_sim_node as m; rc = m.main(['camera_sim', '--help']); "
+            "print('RCLPY_IMPORTED' if 'rclpy' in sys.modules else 'NO_RCLPY'); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "NO_RCLPY" in result.stdout, result.stdout
+    from repflow_ros.camera_sim_node import PARAMS
+
+    for p in PARAMS:
+        assert p.name in result.stdout and p.description[:30] in result.stdout, p.name
+    assert "fps" in result.stdout and "30.0" in result.stdout and "'synthetic'" in result.stdout
+    cli = subprocess.run([sys.executable, "-m", "repflow_ros.camera_sim_node", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and "wait_for_subscribers" in cli.stdout, cli.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_stops_publishing_camera_cleanly(tmp_path, procs, collectors, signame):
+    """A signal while frames flow at a high rate (so it lands near a publish): exit 0 within seconds, nothing
+    raised (no 'publisher's context is invalid', no abort from a render thread killed at exit), and a second
+    signal during shutdown is harmless. Three rounds: the abort this guards against showed in 1 of 3 stops."""
+    ns = _ns(signame.lower())
+    col = Collector(ns)
+    collectors.append(col)
+    sig = getattr(signal, signame)
+    for round_ in range(3):
+        seen = len(col.images)
+        proc = _start_camera(tmp_path, ns, "width:=32", "height:=32", "fps:=300.0", "clip_frames:=8",
+                             "compressed:=true")
+        procs.append(proc)
+        assert col.wait_for(lambda c, seen=seen: len(c.images) >= seen + 30, 30.0), proc.log_path.read_text()[-2000:]
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        proc.send_signal(sig)  # as `ros2 launch` may, while the first is being handled
+        rc = proc.wait(timeout=15)
+        took = time.monotonic() - t0
+        log = proc.log_path.read_text()
+        assert rc == 0, f"round {round_}: status {rc}\n{log[-3000:]}"
+        for bad in ("Traceback", "RCLError", "context is invalid", "never retrieved", "Exception", "terminate"):
+            assert bad not in log, log[-3000:]
+        assert f"{signame}: stopping after" in log, log[-2000:]
+        assert took < 5.0, f"shutdown took {took:.2f} s"

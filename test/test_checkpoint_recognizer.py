@@ -15,7 +15,7 @@ from repflow_core.checkpoint import (
     save_checkpoint,
 )
 from repflow_core.model import ActionNet, ModelConfig
-from repflow_core.recognizer import Recognizer, RecognizerError, resolve_device
+from repflow_core.recognizer import NonFiniteOutput, Recognizer, RecognizerError, resolve_device
 
 LABELS = ["wave", "clap", "idle"]
 
@@ -160,3 +160,68 @@ def test_bf16_on_cpu_stays_close_to_fp32(tmp_path):
     fp32 = Recognizer.from_checkpoint(tmp_path / "m.pt", device="cpu").predict(frames)
     bf16 = Recognizer.from_checkpoint(tmp_path / "m.pt", device="cpu", precision="bf16").predict(frames)
     assert np.abs(fp32 - bf16).max() < 0.05
+
+
+# ---------------------------------------------------------------- finite outputs only (issue 11 item 5)
+
+
+def overflowing_checkpoint(path, **overrides):
+    """Finite weights (so validation passes) that overflow to inf in the classifier: NaN probabilities."""
+    make_checkpoint(path, **overrides)
+    data = torch.load(path, weights_only=True)
+    data["state_dict"]["backbone.fc.weight"] = torch.full_like(data["state_dict"]["backbone.fc.weight"], 3e38)
+    torch.save(data, path)
+
+
+def test_predict_refuses_non_finite_scores_and_self_test_refuses_the_model(tmp_path):
+    overflowing_checkpoint(tmp_path / "inf.pt")
+    rec = Recognizer.from_checkpoint(tmp_path / "inf.pt", device="cpu")
+    frames = np.random.RandomState(0).randint(0, 255, (6, 32, 32, 3), np.uint8)
+    with pytest.raises(NonFiniteOutput, match=r"not finite \(NaN or inf\) for window\(s\) \[0\].*inf.pt"):
+        rec.predict(frames)
+    with pytest.raises(NonFiniteOutput, match="not finite"):
+        rec.predict(np.stack([frames, frames]))
+    with pytest.raises(NonFiniteOutput):
+        rec.self_test()
+    assert issubclass(NonFiniteOutput, RecognizerError)
+
+
+def test_self_test_passes_a_good_model(tmp_path):
+    make_checkpoint(tmp_path / "m.pt")
+    assert Recognizer.from_checkpoint(tmp_path / "m.pt", device="cpu").self_test() >= 0
+
+
+def test_nan_weights_and_zero_std_are_refused_before_any_inference(tmp_path):
+    make_checkpoint(tmp_path / "nan.pt")
+    data = torch.load(tmp_path / "nan.pt", weights_only=True)
+    data["state_dict"]["backbone.fc.bias"] = torch.full_like(data["state_dict"]["backbone.fc.bias"], float("nan"))
+    torch.save(data, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="state_dict.backbone.fc.bias.*non-finite"):
+        Recognizer.from_checkpoint(tmp_path / "nan.pt", device="cpu")
+    spec = InputSpec(clip_len=6, size=(32, 32), resize_short=40).to_dict()
+    make_checkpoint(tmp_path / "std0.pt", input_spec=dict(spec, std=[0.0, 0.0, 0.0]))
+    with pytest.raises(CheckpointError, match="'input_spec.std' must be > 0"):
+        Recognizer.from_checkpoint(tmp_path / "std0.pt", device="cpu")
+
+
+def test_evaluate_fails_clearly_on_non_finite_outputs(tmp_path, capsys):
+    from repflow_core.config import TrainConfig, apply_overrides, dump_yaml
+    from repflow_core.data.synthetic import ACTIONS, write_dataset
+    from repflow_core.evaluate import main as evaluate_main
+
+    write_dataset(tmp_path / "data", per_class=2, num_frames=8, size=40, fps=15, seed=1, test_fraction=0.5,
+                  progress=False)
+    cfg = apply_overrides(TrainConfig(), {"data.root": str(tmp_path / "data"), "data.num_workers": "0"})
+    dump_yaml(cfg, tmp_path / "cfg.yaml")
+    torch.manual_seed(0)
+    mc = ModelConfig(width=0.125, num_classes=len(ACTIONS), flow_channels=4, iterations=1, flow_after="layer1",
+                     dropout=0.0)
+    sd = ActionNet(mc).state_dict()
+    sd["backbone.fc.weight"] = torch.full_like(sd["backbone.fc.weight"], 3e38)
+    torch.save(Checkpoint(mc, list(ACTIONS), InputSpec(clip_len=6, size=(32, 32), resize_short=36), sd).to_dict(),
+               tmp_path / "inf.pt")
+    code = evaluate_main(["--checkpoint", str(tmp_path / "inf.pt"), "--config", str(tmp_path / "cfg.yaml"),
+                          "--clips", "1", "--device", "cpu", "--out", str(tmp_path / "eval"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0 and "scores are not finite" in err and "no metrics written" in err
+    assert not (tmp_path / "eval" / "metrics.json").exists()

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
         "model.iterations": "2", "data.root": root, "data.clip_len": "6", "data.size": "32",
         "data.resize_short": "36", "data.num_workers": "0", "data.test_clips": "1", "epochs": "1",
         "batch_size": "3", "optim.lr": "0.05", "ema_decay": "0.5", "out_dir": out + "/run",
-        "tensorboard": "false", "device": "cpu", "deterministic": "true"})
+        "tensorboard": "false", "device": "cpu", "deterministic": "true", "data.val_fraction": "0"})
     res = train(cfg, progress=False)
     from repflow_core.model import ActionNet
     from repflow_core.train import _derive_seed, seed_everything

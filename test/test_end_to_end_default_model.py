@@ -13,11 +13,12 @@ import pytest
 
 from repflow_core.data.synthetic import render_clip
 from repflow_core.recognizer import Recognizer, default_checkpoint
-from ros_helpers import NodeProcess, RosHarness, image_msg, predictions, wait_until
+from ros_helpers import NodeProcess, RosHarness, diagnostic_values, image_msg, predictions, wait_until
 
 CLIPS = [("walk_left", 101), ("walk_right", 101)]  # (action, seed): held-out renders, not training clips
 FRAMES = 40
 FPS = 30.0
+HOP = 4
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
 
     logs = tmp_path_factory.mktemp("e2e")
     node = NodeProcess("repflow_ros.recognizer_node",
-                       ["-p", "device:=cpu", "-p", "smoothing:=1", "-p", "hop:=4",
+                       ["-p", "device:=cpu", "-p", "smoothing:=1", "-p", f"hop:={HOP}",
                         "-r", "image:=/e2e/image_raw"], logs, name="recognizer")
     ros = RosHarness("e2e_driver")
     try:
@@ -42,10 +43,11 @@ def run(tmp_path_factory):
         preds = ros.record(String, "/repflow_recognizer/prediction")
         diags = ros.record(DiagnosticArray, "/diagnostics")
         pub = ros.publisher(Image, "/e2e/image_raw", depth=100)
-        wait_until(lambda: pub.get_subscription_count() > 0 or not node.alive, timeout=60)
-        assert node.alive, node.describe()
+        wait_until(lambda: pub.get_subscription_count() > 0 or not node.alive(), timeout=60)
+        assert node.alive(), node.describe()
         # The node subscribes only once activated (model loaded and warmed up).
         published = {}
+        last_end = 15 + (FRAMES - 1 - 15) // HOP * HOP  # the last window of a clip ends at this frame (clip_len 16)
         for action, seed in CLIPS:
             clip = render_clip(action, FRAMES, size=(128, 128), seed=seed)
             base = time.time_ns()
@@ -53,10 +55,18 @@ def run(tmp_path_factory):
                 stamp = base + int(i * 1e9 / FPS)
                 published[stamp] = (action, seed, i)
                 pub.publish(image_msg(frame, stamp, frame_id="e2e_cam"))
-                time.sleep(1.0 / FPS)
-            # Let the last windows finish, then leave a gap > max_frame_gap so windows never straddle clips.
-            time.sleep(1.5)
-        wait_until(lambda: diags.count() >= 2, timeout=20)
+                time.sleep(1.0 / FPS)  # a 30 fps camera (pacing, not synchronisation)
+            # Wait (a condition, not a fixed time) for the clip's last window, so no window is still pending when
+            # the next clip resets the frame window; then make the stamp gap exceed max_frame_gap (0.5 s), so
+            # windows never straddle clips.
+            last_stamp = base + int(last_end * 1e9 / FPS)
+            wait_until(lambda s=last_stamp: any(abs(p["stamp"] * 1e9 - s) < 1000
+                                                for p in predictions(preds.messages())), timeout=60)
+            wait_until(lambda s=stamp: time.time_ns() > s + 1_500_000_000, timeout=5)
+        total = FRAMES * len(CLIPS)
+        wait_until(lambda: diags.count() >= 2 and any(
+            v and int(v["frames_in"]) >= total
+            for v in (diagnostic_values(m, "repflow_recognizer: inference") for m in diags.messages())), timeout=30)
         yield {"labels": labels, "preds": preds, "diags": diags, "published": published, "node": node}
     finally:
         ros.close()

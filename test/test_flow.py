@@ -13,7 +13,7 @@ from repflow_core.flow import (
     parameter_groups,
 )
 
-GRADIENTS = ["sobel", "central"]
+GRADIENTS = ["sobel", "central", "sobel_fd"]
 
 
 def smooth_image(height: int, width: int, margin: int = 2) -> torch.Tensor:
@@ -243,3 +243,84 @@ def test_parameter_groups_give_flow_one_percent_of_the_rate():
     assert flow_ids == {id(p) for p in block.flow.parameters() if p.requires_grad}
     assert not flow_ids & {id(p) for p in by_name["network"]["params"]}
     assert len(flow_ids) + len(by_name["network"]["params"]) == sum(1 for p in block.parameters() if p.requires_grad)
+
+
+# --- the converging default (issue 16.1) and the pyramid option (issue 16.2) ------------------------------
+def quality_epe(layer: RepresentationFlow, motion: str = "mixed", size: int = 48) -> float:
+    """EPE of a fixed-parameter layer on a flow-quality pair (smooth texture, known affine motion)."""
+    from repflow_core import flow_quality
+
+    img1, img2, truth = flow_quality.known_motion_pair(motion, size)
+    clip = torch.from_numpy(flow_quality.np.stack([img1, img2])).double()[None, None]
+    with torch.no_grad():
+        out = layer.double()(clip)[0, :, 0].numpy()
+    return flow_quality.epe(out, truth)
+
+
+def test_default_gradient_is_sobel_image_gradient_with_an_adjoint_flow_pair():
+    layer = RepresentationFlow(1)
+    assert layer.gradient == "sobel_fd" and FlowBlock(4).flow.gradient == "sobel_fd"
+    assert torch.equal(layer.image_grad_x, RepresentationFlow(1, gradient="sobel").image_grad_x)  # Eq. 8
+    torch.manual_seed(0)
+    u = torch.randn(1, 1, 7, 9, dtype=torch.float64)
+    gx, gy = layer.double()._flow_gradient(u)
+    px, py = torch.randn_like(u), torch.randn_like(u)
+    px[..., :, -1] = 0
+    py[..., -1, :] = 0
+    assert (gx * px + gy * py).sum().item() == pytest.approx(-(u * layer._divergence(px, py)).sum().item(), rel=1e-12)
+
+
+def test_default_epe_does_not_increase_with_iterations():
+    """Issue 16: 10 -> 50 -> 200 iterations never make the default worse (the old Sobel pair doubles)."""
+    errors = [quality_epe(RepresentationFlow(1, iterations=n)) for n in (10, 50, 200)]
+    assert errors[0] > errors[1] >= errors[2], errors
+    assert errors[1] < 0.7 * errors[0]
+    sobel = [quality_epe(RepresentationFlow(1, iterations=n, gradient="sobel")) for n in (10, 50, 200)]
+    assert sobel[2] > 1.3 * sobel[0], sobel  # the non-adjoint pair diverges: why it is no longer the default
+
+
+def test_one_pyramid_level_is_the_single_scale_layer():
+    torch.manual_seed(0)
+    clip = torch.rand(1, 2, 3, 12, 10, dtype=torch.float64) * 255
+    one = RepresentationFlow(2, iterations=4, pyramid_levels=1).double()
+    assert torch.equal(one(clip), one.forward_eager(clip))
+    assert "pyramid_levels" not in repr(one)
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        RepresentationFlow(2, pyramid_levels=0)
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS[1:])
+def test_pyramid_follows_motion_larger_than_a_pixel(gradient):
+    single = quality_epe(RepresentationFlow(1, iterations=50, gradient=gradient), "translation", 112)
+    pyramid = quality_epe(RepresentationFlow(1, iterations=50, gradient=gradient, pyramid_levels=3), "translation", 112)
+    assert pyramid < 0.5 * single and pyramid < 0.2, (single, pyramid)
+
+
+def test_pyramid_keeps_shapes_and_state_dict_and_is_differentiable():
+    torch.manual_seed(0)
+    layer = RepresentationFlow(2, iterations=2, pyramid_levels=3, learn_gradient=True).double()
+    assert layer.state_dict().keys() == RepresentationFlow(2).state_dict().keys()  # parameters shared by levels
+    clip = (torch.rand(1, 2, 3, 17, 11, dtype=torch.float64) * 255).requires_grad_(True)
+    out = layer(clip)
+    assert out.shape == (1, 4, 2, 17, 11) and torch.isfinite(out).all()
+    small = (torch.rand(1, 1, 2, 9, 8, dtype=torch.float64) * 255).requires_grad_(True)
+    layer1 = RepresentationFlow(1, iterations=2, pyramid_levels=2).double()
+    params = dict(layer1.named_parameters())
+    names = [n for n, p in layer1.named_parameters() if p.requires_grad]
+
+    def fn1(x, *values):
+        return torch.func.functional_call(layer1, dict(zip(names, values)), (x,))
+
+    inputs = (small,) + tuple(params[n].detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(fn1, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_model_config_records_the_gradient_kind_and_old_configs_mean_sobel():
+    from repflow_core.model import ModelConfig
+
+    assert ModelConfig().gradient == "sobel_fd" and ModelConfig().pyramid_levels == 1
+    old = ModelConfig().to_dict()
+    del old["gradient"], old["pyramid_levels"]
+    restored = ModelConfig.from_dict(old)
+    assert restored.gradient == "sobel" and restored.pyramid_levels == 1
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).gradient == "sobel_fd"

@@ -206,3 +206,50 @@ def test_invalid_arguments_raise():
         FrameWindow(clip_len=2, max_frame_gap=0)
     with pytest.raises(ValueError):
         FrameWindow(clip_len=2).push(frame(0), float("nan"))
+
+
+# -- stamps and reset reasons (issue 11) ----------------------------------------------------------------------------
+
+
+def test_stamp_to_ns_valid_stamps():
+    from repflow_ros.frame_window import stamp_to_ns
+
+    assert stamp_to_ns(0, 0) == 0
+    assert stamp_to_ns(12, 999_999_999) == 12_999_999_999
+    assert stamp_to_ns(1_700_000_000, 5) == 1_700_000_000_000_000_005
+
+
+@pytest.mark.parametrize("sec,nanosec,word", [(1, 4_000_000_000, "nanosec"), (1, 1_000_000_000, "nanosec"),
+                                              (1, -1, "nanosec"), (-3, 0, "negative sec")])
+def test_stamp_to_ns_refuses_invalid_stamps(sec, nanosec, word):
+    from repflow_ros.frame_window import BadStamp, stamp_to_ns
+
+    with pytest.raises(BadStamp) as err:
+        stamp_to_ns(sec, nanosec)
+    assert err.value.cause == "bad_stamp" and word in str(err.value) and isinstance(err.value, ValueError)
+
+
+def test_reset_results_carry_a_detail_with_the_numbers():
+    win = FrameWindow(clip_len=2, hop=1, max_frame_gap=0.5)
+    assert win.push(frame(0), 10.0).detail is None
+    back = win.push(frame(1), 8.75)
+    assert back.reason == "time_jump_backwards" and "1.250 s" in back.detail and "10.000 -> 8.750" in back.detail
+    gap = win.push(frame(2), 9.75)
+    assert gap.reason == "frame_gap" and "1.000 s" in gap.detail and "0.5" in gap.detail
+    size = win.push(np.zeros((3, 5, 3), np.uint8), 9.8)
+    assert size.reason == "size_change" and "(3, 5, 3)" in size.detail
+
+
+def test_reset_reporter_logs_once_per_reason_and_new_reasons_too():
+    from repflow_ros.frame_window import ResetReporter
+
+    win = FrameWindow(clip_len=2, hop=1, max_frame_gap=0.5)
+    rep = ResetReporter()
+    lines = [rep.message(win.push(frame(0), t)) for t in (5.0, 4.0, 4.2, 4.0, 6.0, 6.1, 7.0, 6.8)]
+    logged = [line for line in lines if line]
+    assert len(logged) == 2, lines  # one backwards jump (of three) and one gap (of two)
+    assert "time_jump_backwards" in logged[0] and "went back" in logged[0] and "window_resets_" in logged[0]
+    assert "frame_gap" in logged[1]
+    assert win.stats()["resets"] == {"time_jump_backwards": 3, "frame_gap": 2, "size_change": 0}
+    rep.reset()
+    assert rep.message(win.push(frame(0), 1.0)) is not None

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repflow_ros import recognizer_node
-from repflow_ros.recognizer_node import PARAMETER_SPECS, validate_value
+from repflow_ros import node_parameters as recognizer_node  # the node's parameter table, importable without rclpy
+from repflow_ros.node_parameters import PARAMETER_SPECS, validate_value
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "recognize.launch.py"
@@ -264,7 +264,10 @@ def _stub_modules():
     return {
         "launch": mod("launch", LaunchDescription=cls("LaunchDescription")),
         "launch.actions": mod("launch.actions", DeclareLaunchArgument=cls("DeclareLaunchArgument"),
-                              OpaqueFunction=cls("OpaqueFunction")),
+                              OpaqueFunction=cls("OpaqueFunction"), RegisterEventHandler=cls("RegisterEventHandler"),
+                              EmitEvent=cls("EmitEvent"), LogInfo=cls("LogInfo")),
+        "launch.event_handlers": mod("launch.event_handlers", OnProcessExit=cls("OnProcessExit")),
+        "launch.events": mod("launch.events", Shutdown=cls("Shutdown")),
         "launch.conditions": mod("launch.conditions", IfCondition=cls("IfCondition"),
                                  LaunchConfigurationEquals=cls("LaunchConfigurationEquals")),
         "launch.substitutions": mod("launch.substitutions", LaunchConfiguration=_LaunchConfiguration,
@@ -276,13 +279,28 @@ def _stub_modules():
     }
 
 
-def test_launch_file_runs_against_stand_ins(monkeypatch, arguments):
+def _load_launch_module(monkeypatch):
     for name, module in _stub_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)  # not installed here: the source tree's file is used
     spec = importlib.util.spec_from_file_location("recognize_launch_under_test", LAUNCH_FILE)
     launch_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_module)
+    return launch_module
+
+
+def _recognizer_entities(launch_module, **given):
+    """What the OpaqueFunction returns for the launch arguments' defaults updated with ``given``."""
+    entities = launch_module.generate_launch_description().args[0]
+    declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    values = {name: kw.get("default_value", "") for name, kw in declared.items()}
+    values.update(given)
+    return opaque.kwargs["function"](types.SimpleNamespace(launch_configurations=values))
+
+
+def test_launch_file_runs_against_stand_ins(monkeypatch, arguments):
+    launch_module = _load_launch_module(monkeypatch)
 
     description = launch_module.generate_launch_description()
     entities = description.args[0]
@@ -297,7 +315,8 @@ def test_launch_file_runs_against_stand_ins(monkeypatch, arguments):
         values = {name: kw.get("default_value", "") for name, kw in declared.items()}
         values.update(given)
         context = types.SimpleNamespace(launch_configurations=values)
-        (node,) = opaque[0].kwargs["function"](context)
+        nodes = [e for e in opaque[0].kwargs["function"](context) if type(e).__name__ in ("Node", "LifecycleNode")]
+        (node,) = nodes
         return node
 
     node = recognizer_for()
@@ -312,3 +331,45 @@ def test_launch_file_runs_against_stand_ins(monkeypatch, arguments):
         "model_path": ("/models/best.pt", str), "device": ("cuda:1", str)}
     for key, value in overrides.items():
         assert validate_value(key, value.args[0]) is None
+
+
+def test_recognizer_exit_ends_the_launch(monkeypatch):
+    """An OnProcessExit handler on the recognizer: a failed recognizer (exit 1) makes the launch shut down with a
+    non-zero status (an exception in an event handler does that in ros2 launch); a normal exit shuts it down."""
+    launch_module = _load_launch_module(monkeypatch)
+    entities = _recognizer_entities(launch_module)
+    (node,) = [e for e in entities if type(e).__name__ in ("Node", "LifecycleNode")]
+    (register,) = [e for e in entities if type(e).__name__ == "RegisterEventHandler"]
+    (handler,) = register.args
+    assert type(handler).__name__ == "OnProcessExit" and handler.kwargs["target_action"] is node
+    on_exit = handler.kwargs["on_exit"]
+    running = types.SimpleNamespace(is_shutdown=False)
+    event = types.SimpleNamespace(returncode=1, action=types.SimpleNamespace(name="repflow_recognizer"))
+    with pytest.raises(RuntimeError, match="exited with status 1"):
+        on_exit(event, running)
+    actions = on_exit(types.SimpleNamespace(returncode=0, action=event.action), running)
+    assert any(type(a).__name__ == "EmitEvent" and type(a.kwargs["event"]).__name__ == "Shutdown" for a in actions)
+    # While the launch is already shutting down (Ctrl-C) the handler stays out of the way.
+    assert on_exit(event, types.SimpleNamespace(is_shutdown=True)) is None
+
+
+def test_missing_params_file_stops_the_launch(monkeypatch, tmp_path):
+    launch_module = _load_launch_module(monkeypatch)
+    missing = tmp_path / "typo.yaml"
+    with pytest.raises(RuntimeError, match="params_file .*typo.yaml.* does not exist"):
+        _recognizer_entities(launch_module, params_file=str(missing))
+
+
+def test_emulate_tty_only_on_a_terminal(tree, node_actions):
+    """emulate_tty=True writes colour codes and carriage returns into logs sent to files or pipes."""
+    for executable, action in node_actions.items():
+        value = action["raw"].get("emulate_tty")
+        assert value is not None and _literal(value) != True, executable  # noqa: E712
+    assert "isatty()" in LAUNCH_FILE.read_text()
+
+
+def test_readme_gives_the_topic_type():
+    """`ros2 topic echo /action_label` right after the launch cannot determine the type yet: give it."""
+    readme = (ROOT / "README.md").read_text()
+    assert "ros2 topic echo /action_label std_msgs/msg/String" in readme
+    assert not re.search(r"ros2 topic echo /action_label\s*$", readme, re.M)

@@ -27,7 +27,7 @@ def _motion(frames: np.ndarray) -> float:
 
 def _clean(action: str, seed: int, num_frames: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Frames and figure masks without sensor noise or camera jitter."""
-    frames, masks = synthetic._render(action, num_frames, SMALL, seed, clean=True, with_mask=True)
+    frames, masks = synthetic._render(action, num_frames, SMALL, seed, clean=True, with_mask=True, generation=1)
     assert masks is not None
     return frames, masks
 
@@ -102,7 +102,7 @@ def test_moving_actions_have_real_motion_and_idle_much_less():
 
 
 def test_noisy_clip_has_sensor_noise_and_clean_clip_does_not():
-    noisy = render_clip("idle", 4, SMALL, seed=2)
+    noisy = render_clip("idle", 4, SMALL, seed=2, generation=1)
     clean, _ = _clean("idle", 2, 4)
     residual = noisy.astype(np.int16) - clean.astype(np.int16)
     assert 0.5 < residual.std() < 12.0
@@ -194,3 +194,111 @@ def test_cli_writes_dataset_and_prints_summary(tmp_path):
     )  # fmt: skip
     assert "wrote 40 videos" in result.stdout
     _check_dataset(out, per_class=4, frames=16, size=64)
+
+
+# ---------------------------------------------------------------------------------------- generation 2
+import hashlib  # noqa: E402
+
+from repflow_core.data.synthetic import EXTRA_ACTIONS, SynthConfig  # noqa: E402
+from repflow_core.data.video_io import read_video, write_video  # noqa: E402
+
+# sha256 of generation-1 clips recorded from the single-module generator before the package split.
+V1_HASHES = {
+    ("idle", 16, (64, 64), 0): "57e0b3378ffb42c056cd20313ffe5bd223193effce410f1d9f3b19850f35db51",
+    ("wave", 12, (48, 80), 3): "a380d07ca1fd4872b4a2cc79ecdbc2ba7a73228bebbbe5bcc3575505447c17ed",
+    ("walk_left", 24, (64, 64), 5): "756663211f0d52c7ec2ce97128b3dad3ae035c88425b2e113bc68986eb6ade11",
+    ("sit_down", 20, (128, 128), 1): "f9a271b1284da503de317115cf2f3ba622067cf13fbc5b715bc36953cbce3de7",
+    ("fall", 16, (128, 96), 4): "76e0c48052330a4480c8ffb5229b801c7765d4c47124b79e3f8dfc5b826d45ff",
+    ("pick_up", 16, (64, 64), 7): "3752dcba7511e607f4a08077088cedb2e1ee0b9e5e414c3f071457776c5e7d69",
+    ("clap", 16, (120, 160), 11): "d01a6625de34a711d8e2e37fa1faa96924e15856510514be46c6be9ba6e9ccac",
+}
+GEOMETRIES = [(112, 112), (90, 120), (72, 128), (128, 72)]  # 1:1, 4:3, 16:9, portrait 9:16
+
+
+@pytest.mark.parametrize("key", sorted(V1_HASHES))
+def test_generation_1_is_byte_identical_to_the_old_module(key):
+    action, frames, size, seed = key
+    clip = render_clip(action, frames, size, seed=seed, generation=1)
+    assert hashlib.sha256(clip.tobytes()).hexdigest() == V1_HASHES[key]
+
+
+@pytest.mark.parametrize("size", GEOMETRIES)
+def test_generation_2_renders_every_geometry_deterministically(size):
+    a = render_clip("wave", 8, size, seed=4)
+    assert a.shape == (8, *size, 3) and a.dtype == np.uint8 and a.std() > 5.0
+    assert a.tobytes() == render_clip("wave", 8, size, seed=4).tobytes()
+    assert not np.array_equal(a, render_clip("wave", 8, size, seed=5))
+
+
+@pytest.mark.parametrize(("reverse", "forward"), [("walk_left", "walk_right"), ("stand_up", "sit_down"),
+                                                  ("put_down", "pick_up")])  # fmt: skip
+def test_generation_2_reversed_pairs_are_exact_reversals(reverse, forward):
+    fwd = render_clip(forward, 12, (72, 128), seed=3)
+    np.testing.assert_array_equal(render_clip(reverse, 12, (72, 128), seed=3), fwd[::-1])
+
+
+def test_extra_actions_render_by_name_but_are_not_default_classes():
+    assert len(EXTRA_ACTIONS) >= 3 and not set(EXTRA_ACTIONS) & set(ACTIONS)
+    for action in EXTRA_ACTIONS:
+        for generation in (1, 2):
+            assert render_clip(action, 6, SMALL, seed=1, generation=generation).std() > 5.0
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    return rows[0], rows[-1], cols[0], cols[-1]
+
+
+@pytest.mark.parametrize("size", [(120, 160), (90, 160), (160, 90)])
+def test_person_height_and_placement_ranges(size):
+    cfg = SynthConfig.from_dict({"person": {"out_of_frame_prob": 0.0}, "scene": {"occlusion": 0.0}})
+    H, W = size
+    fracs = []
+    for seed in range(12):
+        _, masks = synthetic._render("idle", 2, size, seed, clean=True, with_mask=True, config=cfg)
+        r0, r1, c0, c1 = _bbox(masks[0])
+        fracs.append((r1 - r0 + 1) / H)
+        assert r0 >= 0 and r1 <= H - 1 and c0 >= 0 and c1 <= W - 1
+    assert 0.2 <= min(fracs) and max(fracs) <= 0.95 and max(fracs) - min(fracs) > 0.25, fracs
+
+
+@pytest.mark.parametrize("position", ["left", "centre", "right"])
+def test_person_position_puts_the_body_in_that_third(position):
+    cfg = SynthConfig.from_dict({"person": {"position": position, "out_of_frame_prob": 0.0, "height": [0.3, 0.6]},
+                                 "scene": {"occlusion": 0.0}})
+    W = 160
+    for seed in range(6):
+        _, masks = synthetic._render("idle", 2, (90, W), seed, clean=True, with_mask=True, config=cfg)
+        xs = np.nonzero(masks[0].any(0))[0]
+        third = int(xs.mean() // (W / 3))
+        assert third == {"left": 0, "centre": 1, "right": 2}[position], (seed, xs.mean())
+
+
+def _global_shift(clip: np.ndarray) -> float:
+    a = cv2.cvtColor(clip[0], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    b = cv2.cvtColor(clip[-1], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    (dx, dy), _ = cv2.phaseCorrelate(a, b)
+    return float(np.hypot(dx, dy))
+
+
+def test_camera_motion_moves_the_whole_image():
+    on = SynthConfig.from_dict({"camera": {"motion_prob": 1.0, "pan_speed": [0.004, 0.006]}})
+    off = SynthConfig.from_dict({"camera": {"motion": False}})
+    shifts_on = [_global_shift(render_clip("idle", 16, (96, 128), seed=s, config=on)) for s in range(3)]
+    shifts_off = [_global_shift(render_clip("idle", 16, (96, 128), seed=s, config=off)) for s in range(3)]
+    assert min(shifts_on) > 4.0 and max(shifts_off) < 1.0, (shifts_on, shifts_off)
+
+
+def test_factor_switches_reject_bad_values():
+    with pytest.raises(ValueError, match="position"):
+        SynthConfig.from_dict({"person": {"position": "top"}})
+    with pytest.raises(ValueError, match="camera.nope"):
+        SynthConfig.from_dict({"camera": {"nope": 1}})
+
+
+def test_generation_2_video_round_trip_through_video_io(tmp_path):
+    clip = render_clip("clap", 8, (72, 128), seed=2)
+    path = write_video(tmp_path / "c.avi", clip, 15)
+    back = read_video(path)
+    assert back.shape == clip.shape
+    assert np.abs(back.astype(int) - clip.astype(int)).mean() < 8.0

@@ -21,7 +21,8 @@ SYNTHETIC_YAML = str(Path(__file__).resolve().parents[1] / "config" / "train_syn
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, per_class=2, num_frames=12, size=48, fps=15, seed=0, test_fraction=0.5, progress=False)
+    # 3 per class: 1 test, 2 training of which data.val_fraction=0.5 holds 1 out for validation (selection).
+    write_dataset(root, per_class=3, num_frames=12, size=48, fps=15, seed=0, test_fraction=1 / 3, progress=False)
     return root
 
 
@@ -30,7 +31,7 @@ def tiny_config(root, out_dir, **extra) -> TrainConfig:
         "model.backbone": "resnet18", "model.width": "0.125", "model.flow_after": "layer1",
         "model.flow_channels": "8", "model.iterations": "3", "model.dropout": "0",
         "data.layout": "splitlist", "data.root": str(root), "data.clip_len": "8", "data.size": "32",
-        "data.resize_short": "36", "data.num_workers": "0", "data.test_clips": "1",
+        "data.resize_short": "36", "data.num_workers": "0", "data.test_clips": "1", "data.val_fraction": "0.5",
         "optim.lr": "0.05", "optim.schedule": "step", "optim.step_size": "100", "optim.weight_decay": "0",
         "epochs": "2", "batch_size": "5", "ema_decay": "0.5", "out_dir": str(out_dir), "seed": "3",
         "tensorboard": "false", "device": "cpu", "log_every": "1",
@@ -91,3 +92,38 @@ def test_missing_dataset_and_existing_run_give_clear_errors(tiny_data, tmp_path,
     code = main(["--config", SYNTHETIC_YAML, "--set", f"data.root={tiny_data}",
                  f"out_dir={tmp_path / 'r'}", "--no-progress"])
     assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_best_is_selected_on_validation_and_test_is_measured_once(tiny_data, tmp_path):
+    import json
+
+    result = train(tiny_config(tiny_data, tmp_path / "sel", epochs=3), progress=False)
+    run = result.run_dir
+    split = json.loads((run / "split.json").read_text())
+    assert split["num_val"] == 10 and split["num_train"] == 10 and split["num_test"] == 10
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    val = [float(r["val_acc"]) for r in rows]
+    assert result.best_epoch == 1 + val.index(max(val))  # first epoch with the best *validation* accuracy
+    tested = [r for r in rows if r["test_acc"] != ""]
+    assert [int(r["epoch"]) for r in tested] == [result.best_epoch]  # the test split, once, best weights
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["training"]["saved_epoch"] == result.best_epoch
+    assert best["training"]["test_acc"] == pytest.approx(result.test["acc"])
+    assert "epoch 3/3" in (run / "train.log").read_text()
+
+
+def test_ema_copies_batchnorm_statistics():
+    from repflow_core.train_loop import ModelEMA
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(net, 0.999)
+    net.train()
+    net(torch.randn(8, 3, 8, 8) * 5 + 3)
+    ema.update(net)
+    assert torch.equal(ema.module[1].running_var, net[1].running_var)  # buffers belong to the live weights
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    before = ema.module[0].weight.clone()
+    ema.update(net)
+    d = ema.current_decay()  # warmed-up decay (2 updates: 3/12)
+    assert torch.allclose(ema.module[0].weight, d * before + (1 - d) * net[0].weight)

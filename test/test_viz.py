@@ -1,9 +1,13 @@
-"""OpenCV drawings: flow colours, flow grids, training curves, confusion matrices."""
+"""Pictures: flow colours and flow grids (OpenCV); training curves, confusion matrices and per-class bars
+(matplotlib on the Agg canvas). The charts are checked both as pixels and through their matplotlib figures
+(log-scaled loss, legends outside the axes, the run name in every title)."""
 
 import json
+import os
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from repflow_core import viz
@@ -59,3 +63,69 @@ def test_plot_confusion_writes_png_and_row_normalised_json(tmp_path):
     assert np.allclose(data["row_normalised"][0], [0.8, 0.2, 0.0]) and data["row_normalised"][2] == [0, 0, 0]
     assert abs(data["mean_class_accuracy"] - (0.8 + 0.75) / 2) < 1e-9
     assert img.min() < 60  # dark cells for the high fractions
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_curves_loss_on_log_scale_legend_outside_and_run_name_in_title(tmp_path):
+    # An untrained model's first validation loss far above the rest: on a log axis the later points stay readable.
+    cols = {"epoch": [1, 2, 3, 4], "train_loss": [2.3, 1.5, 1.0, 0.7], "val_loss": [150.0, 1.8, 1.4, 1.5],
+            "train_acc": [0.1, 0.4, 0.7, 0.8], "val_acc": [0.15, 0.3, 0.5, 0.45],
+            "test_loss": [float("nan")] * 3 + [1.6], "test_acc": [float("nan")] * 3 + [0.4]}
+    fig = viz.curves_figure(cols, run_name="my_run")
+    ax_loss, ax_acc = fig.axes
+    assert ax_loss.get_yscale() == "log" and ax_acc.get_yscale() == "linear"
+    assert "my_run" in fig.get_suptitle()
+    # One legend for the figure, outside both axes: no legend inside a panel.
+    assert ax_loss.get_legend() is None and ax_acc.get_legend() is None and len(fig.legends) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:3] == ["train", "validation", "test"] and "best validation (epoch 3)" in texts
+    fig.canvas.draw()
+    legend_box = fig.legends[0].get_window_extent()
+    for ax in (ax_loss, ax_acc):
+        assert not legend_box.overlaps(ax.get_window_extent()), "the legend covers the data"
+    img = viz.plot_curves(cols, tmp_path / "curves.png", title="my_run")
+    assert img.shape[2] == 3 and cv2.imread(str(tmp_path / "curves.png")).shape == img.shape
+    assert (tmp_path / "curves.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_curves_fall_back_to_linear_loss_axis_for_non_positive_values():
+    fig = viz.curves_figure({"epoch": [1, 2], "train_loss": [0.5, 0.0]}, title="run_b")
+    assert fig.axes[0].get_yscale() == "linear" and "run_b" in fig.get_suptitle()
+
+
+def test_confusion_figure_names_classes_and_run(tmp_path):
+    labels = ["wave", "walk_left", "walk_right"]
+    m = np.array([[5, 1, 0], [0, 4, 2], [0, 1, 6]])
+    fig = viz.confusion_figure(m, labels, title="best.pt, 5x1 views", run_name="synthetic")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
+    assert "synthetic" in ax.get_title() and "best.pt, 5x1 views" in ax.get_title()
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(v) for v in m[m > 0])  # counts in the cells
+    with pytest.raises(ValueError, match=r"\(3, 3\) does not match 2 labels"):
+        viz.plot_confusion(m, labels[:2], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_per_class_bars_from_ablation_results(tmp_path):
+    labels = ["wave", "clap", "fall"]
+    results = {"none": {"name": "RGB only", "labels": labels, "per_class_accuracy": {"wave": 0.2, "clap": 0.5,
+                                                                                   "fall": 0.0}},
+               "single": {"name": "Representation flow", "labels": labels,
+                          "per_class_accuracy": {"wave": 0.9, "clap": 1.0, "fall": 0.6}}}
+    img = viz.plot_per_class(results, tmp_path / "ablation.png", run_name="ablation_run")
+    assert cv2.imread(str(tmp_path / "ablation.png")).shape == img.shape
+    fig = viz.grouped_bars_figure(labels, {r["name"]: [r["per_class_accuracy"][c] for c in labels]
+                                           for r in results.values()}, run_name="ablation_run")
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == sorted([20.0, 50.0, 0.0, 90.0, 100.0, 60.0])  # fractions drawn in percent
+    assert "ablation_run" in fig.get_suptitle() and ax.get_legend() is None and len(fig.legends) == 1
+    results["single"]["per_class_accuracy"].pop("fall")
+    with pytest.raises(ValueError, match="'single'.*fall"):
+        viz.plot_per_class(results, tmp_path / "bad.png")

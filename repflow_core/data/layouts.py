@@ -82,7 +82,8 @@ class DataConfig:
     for videos shorter than ``(clip_len - 1) * frame_stride + 1`` frames (see sampling.py).
     ``hflip_pairs``: class pairs swapped by a horizontal flip; ``hflip_forbidden``: classes never
     flipped (see transforms.FlipPolicy). ``test_crops``: 1 = centre crop, 3 = three crops along the
-    long side.
+    long side. ``val_fraction`` / ``val_split_seed`` / ``val_group_regex``: the validation split carved
+    from the training videos (see data/splits.py).
     """
 
     layout: str = "splitlist"
@@ -105,6 +106,11 @@ class DataConfig:
     num_workers: int = 2
     test_clips: int = 5
     test_crops: int = 1
+    # Validation split carved from the training videos (repflow_core.data.splits): selects best.pt, so the
+    # test split is seen once, at the end. Stratified by class, grouped by source video, seeded.
+    val_fraction: float = 0.15
+    val_split_seed: int = 0
+    val_group_regex: str = ""
 
     def __post_init__(self) -> None:
         self.scale_jitter = tuple(float(v) for v in self.scale_jitter)  # type: ignore[assignment]
@@ -124,6 +130,8 @@ class DataConfig:
                 bad(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             bad(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
+            bad(f"val_fraction must be in [0, 1) (0 = no validation split), got {self.val_fraction!r}")
         if self.test_crops not in (1, 3):
             bad(f"test_crops must be 1 or 3, got {self.test_crops!r}")
         if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1] <= 1:

@@ -37,6 +37,8 @@ __all__ = [
     "to_tensor",
 ]
 
+# Kinetics statistics, as used by torchvision's video models: the one home of the normalisation constants
+# (checkpoint.InputSpec defaults and training read them from here).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 

@@ -1,4 +1,5 @@
-"""The fused flow kernels (repflow_core.flow_fused) against the eager reference, and the selection policy.
+"""The fused flow kernels (repflow_core.kernels: the native CPU kernel) against the eager reference, and the
+selection policy.
 
 The eager layer (RepresentationFlow.forward_eager, i.e. flow_pairs) is the reference transcription of
 Algorithm 1; every fused kernel must give the same output and the same gradient for the input and for every
@@ -12,23 +13,25 @@ the reason, where it cannot be built (no C++ compiler).
 
 import copy
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
-from repflow_core import flow, flow_fused
+from repflow_core import flow, kernels
 from repflow_core.flow import FlowBlock, RepresentationFlow
+from repflow_core.kernels import native_build
 
-GRADIENTS = ["sobel", "central"]
+GRADIENTS = ["sobel", "central", "sobel_fd"]
 PARAMS = ["theta_raw", "lambda_raw", "tau_raw", "div_x", "div_y",
           "image_grad_x", "image_grad_y", "flow_grad_x", "flow_grad_y"]
 
 
 @pytest.fixture(scope="module")
 def native():
-    lib = flow_fused.native_library()
+    lib = kernels.native_library()
     if lib is None:
-        pytest.skip(f"native CPU flow kernel unavailable: {flow_fused.native_error()}")
+        pytest.skip(f"native CPU flow kernel unavailable: {kernels.native_error()}")
     return lib
 
 
@@ -36,7 +39,7 @@ def native():
 def restore_native():
     """Tests that simulate an unavailable kernel put the real one back afterwards."""
     yield
-    flow_fused._reset_native_for_tests()  # the next use loads it again (after monkeypatch has undone)
+    native_build.reset_for_tests()  # the next use loads it again (after monkeypatch has undone)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -93,7 +96,7 @@ def test_fused_matches_eager_output_and_every_gradient(native, gradient, shape, 
     x = torch.rand(*shape) * 255
     grad_out = torch.randn(shape[0], 2 * shape[1], shape[2] - 1, *shape[3:])
     (ref, ref_grads), (out, grads) = eager_and_fused(layer, x, grad_out)
-    assert layer.fused_kernel(x) is flow_fused.CPU_NATIVE
+    assert layer.fused_kernel(x) is kernels.CPU_NATIVE
     assert out.shape == ref.shape and out.dtype == ref.dtype
     assert rel(out, ref) < 1e-4
     assert set(ref_grads) == {"input", *PARAMS}
@@ -196,11 +199,11 @@ def test_reduced_precision_input_is_computed_in_float32(native):
 def test_auto_selects_the_fused_kernel_on_cpu_float32_only(native):
     layer = RepresentationFlow(2, iterations=2)
     assert layer.impl == "auto" and flow.default_impl() == "auto"
-    assert layer.fused_kernel(torch.zeros(1, 2, 2, 4, 4)) is flow_fused.CPU_NATIVE
+    assert layer.fused_kernel(torch.zeros(1, 2, 2, 4, 4)) is kernels.CPU_NATIVE
     assert layer.fused_kernel(torch.zeros(1, 2, 2, 4, 4, dtype=torch.float64)) is None  # reference dtype
     assert RepresentationFlow(2, impl="eager").fused_kernel(torch.zeros(1, 2, 2, 4, 4)) is None
-    assert flow_fused.available_impls("cpu") == ["fused"]
-    assert "cpu" in flow_fused.REGISTRY and "cuda" in flow_fused.REGISTRY  # the seam for a GPU kernel
+    assert kernels.available_impls("cpu") == ["fused"]
+    assert "cpu" in kernels.REGISTRY and "cuda" in kernels.REGISTRY  # the seam for a GPU kernel
 
 
 def test_default_impl_can_be_changed_for_the_process(native):
@@ -209,12 +212,12 @@ def test_default_impl_can_be_changed_for_the_process(native):
     previous = flow.set_default_impl("eager")
     try:
         assert layer.fused_kernel(x) is None
-        assert RepresentationFlow(2, impl="fused").fused_kernel(x) is flow_fused.CPU_NATIVE  # explicit wins
+        assert RepresentationFlow(2, impl="fused").fused_kernel(x) is kernels.CPU_NATIVE  # explicit wins
     finally:
         flow.set_default_impl(previous)
-    assert layer.fused_kernel(x) is flow_fused.CPU_NATIVE
+    assert layer.fused_kernel(x) is kernels.CPU_NATIVE
     with pytest.raises(ValueError, match="impl"):
-        flow.set_default_impl("triton")
+        flow.set_default_impl("cuda-graphs")
     with pytest.raises(ValueError, match="impl"):
         RepresentationFlow(2, impl="compiled")
 
@@ -245,47 +248,47 @@ def test_unavailable_kernel_falls_back_to_eager(native, restore_native, caplog):
     x = torch.rand(1, 2, 3, 8, 8) * 255
     auto, forced = RepresentationFlow(2, iterations=3), RepresentationFlow(2, iterations=3, impl="fused")
     expected = auto.forward_eager(x)
-    flow_fused._reset_native_for_tests("simulated: no compiler")
-    with caplog.at_level(logging.WARNING, logger="repflow_core.flow_fused"):
+    native_build.reset_for_tests("simulated: no compiler")
+    with caplog.at_level(logging.WARNING, logger="repflow_core.kernels"):
         assert auto.fused_kernel(x) is None and torch.equal(auto(x), expected)
         assert not caplog.records  # auto falls back silently (the library warning was already given)
         assert torch.equal(forced(x), expected)
         assert torch.equal(forced(x), expected)
     warnings = [r for r in caplog.records if "falls back to the eager layer" in r.getMessage()]
     assert len(warnings) == 1 and "simulated" in warnings[0].getMessage()  # once, with the reason
-    assert flow_fused.available_impls("cpu") == []
+    assert kernels.available_impls("cpu") == []
 
 
 def test_a_failed_build_is_reported_once_and_not_fatal(monkeypatch, restore_native, caplog):
-    monkeypatch.setattr(flow_fused, "_find_built", lambda: None)
-    monkeypatch.setattr(flow_fused, "compiler", lambda: None)
-    flow_fused._reset_native_for_tests()
-    with caplog.at_level(logging.WARNING, logger="repflow_core.flow_fused"):
-        assert flow_fused.native_library() is None
-        assert flow_fused.native_library() is None
+    monkeypatch.setattr(native_build, "find_built", lambda: None)
+    monkeypatch.setattr(native_build, "compiler", lambda: None)
+    native_build.reset_for_tests()
+    with caplog.at_level(logging.WARNING, logger="repflow_core.kernels"):
+        assert kernels.native_library() is None
+        assert kernels.native_library() is None
         out = RepresentationFlow(2, iterations=2)(torch.rand(1, 2, 2, 6, 6))
     assert out.shape == (1, 4, 1, 6, 6)
     assert [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()] == [
         "native CPU flow kernel unavailable, using the eager layer: no C++ compiler found (set CXX or install g++)"
     ]
-    with pytest.raises(flow_fused.BuildError, match="no C\\+\\+ compiler"):
-        flow_fused.build()
+    with pytest.raises(kernels.BuildError, match="no C\\+\\+ compiler"):
+        kernels.build()
 
 
 def test_no_fused_kernel_for_a_device_means_eager(native, monkeypatch):
-    monkeypatch.setitem(flow_fused.REGISTRY, "cpu", [])
+    monkeypatch.setitem(kernels.REGISTRY, "cpu", [])
     layer = RepresentationFlow(2, iterations=2)
     assert layer.fused_kernel(torch.zeros(1, 2, 2, 4, 4)) is None
-    assert flow_fused.available_impls("cpu") == []
+    assert kernels.available_impls("cpu") == []
 
 
 def test_build_from_scratch_into_a_directory(native, tmp_path):
     """What install time does: a fresh build (compiler + flags) that loads with the expected ABI."""
-    if flow_fused.compiler() is None:
+    if kernels.compiler() is None:
         pytest.skip("no C++ compiler")
-    path = flow_fused.build(tmp_path, force=True)
+    path = kernels.build(tmp_path, force=True)
     assert path.parent == tmp_path and path.name.endswith(".so")
-    assert flow_fused._load(path).repflow_abi_version() == flow_fused.ABI_VERSION
+    assert native_build.load(path).repflow_abi_version() == native_build.ABI_VERSION
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
 
 
@@ -311,9 +314,9 @@ def test_recognizer_runs_the_fused_flow_and_channels_last_within_1e5_of_eager(na
     rec = tiny_recognizer(tmp_path)
     assert rec.channels_last and not rec.compile and rec.compiled_shape is None
     layers = list(flow.iter_flow_layers(rec.model))
-    assert layers and all(layer.fused_kernel(torch.zeros(1, 8, 2, 4, 4)) is flow_fused.CPU_NATIVE for layer in layers)
+    assert layers and all(layer.fused_kernel(torch.zeros(1, 8, 2, 4, 4)) is kernels.CPU_NATIVE for layer in layers)
     fast = rec.predict(window())
-    flow_fused.make_fused(rec.model, "eager")
+    kernels.make_fused(rec.model, "eager")
     for module in rec.model.modules():
         if isinstance(module, torch.nn.Conv2d):
             module.weight.data = module.weight.data.contiguous()
@@ -346,3 +349,90 @@ def test_recognizer_compile_failure_warns_and_stays_eager(tmp_path, monkeypatch,
         "torch.compile of the model failed, using the eager model: RuntimeError: simulated: no working compiler"
     ]
     assert abs(probs - tiny_recognizer(tmp_path).predict(window())).max() < 1e-6
+
+
+# --- the registry, the named impls and the package layout ---------------------------------------------------
+def test_forcing_an_unregistered_named_kernel_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(kernels.registry, "REGISTRY", {"cpu": [kernels.CPU_NATIVE], "cuda": []})
+    layer = RepresentationFlow(2, iterations=2, impl="triton")
+    with pytest.raises(RuntimeError, match="no fused kernel named 'triton' is registered"):
+        layer(torch.rand(1, 2, 2, 4, 4))
+
+
+def test_register_replaces_by_name_and_first_takes_precedence(native, monkeypatch):
+    monkeypatch.setattr(kernels.registry, "REGISTRY", {"cpu": [kernels.CPU_NATIVE], "cuda": []})
+    calls = []
+
+    def run(layer, x):
+        calls.append(x.shape)
+        return kernels.CPU_NATIVE.run(layer, x)
+
+    fake = kernels.FusedKernel("triton", "cpu", "test double", lambda: True, lambda layer, x: None, run)
+    kernels.register(fake, first=True)
+    kernels.register(fake, first=True)
+    assert [k.name for k in kernels.registry.REGISTRY["cpu"]] == ["triton", "cpu-native"]
+    layer = RepresentationFlow(2, iterations=2)
+    x = torch.rand(1, 2, 2, 4, 4) * 255
+    assert layer.fused_kernel(x) is fake  # "auto" takes the preferred kernel
+    layer.impl = "triton"
+    assert layer.fused_kernel(x) is fake
+    assert rel(layer(x), layer.forward_eager(x)) < 1e-4
+    assert calls and kernels.available_impls("cpu") == ["fused", "triton"]
+    unavailable = kernels.FusedKernel("triton", "cpu", "test double", lambda: False, lambda layer, x: None, run)
+    kernels.register(unavailable)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        layer.fused_kernel(x)
+
+
+def test_old_module_name_is_an_alias():
+    from repflow_core import flow_fused
+
+    assert flow_fused.REGISTRY is kernels.REGISTRY and flow_fused.select is kernels.select
+
+
+MODULES = ["repflow_core.kernels", "repflow_core.kernels.registry", "repflow_core.kernels.native_build",
+           "repflow_core.kernels.cpu_native", "repflow_core.flow", "repflow_core.flow_fused"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_imports_fresh_and_kernels_never_import_flow(module):
+    """No import cycle: each module imports on its own in a fresh interpreter, and importing the kernels
+    does not pull in repflow_core.flow."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, importlib; importlib.import_module({module!r}); "
+            "print('repflow_core.flow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    if module.startswith("repflow_core.kernels"):
+        assert proc.stdout.strip() == "False"
+
+
+def test_kernels_cli_reports_the_registry(native):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "repflow_core.kernels", "info"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "cpu: registered [cpu-native" in proc.stdout
+
+
+def test_the_cpp_source_is_package_data():
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert '"repflow_core.kernels": ["*.cpp"]' in setup
+    assert native_build.SOURCE_PATH.is_file() and "repflow_forward" in native_build.cpp_source()
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_pyramid_levels_run_the_fused_kernel_per_level_and_match_eager(native, gradient):
+    layer = perturbed_layer(2, 5, gradient, pyramid_levels=3)
+    torch.manual_seed(2)
+    x = torch.rand(1, 2, 3, 20, 17) * 255
+    grad_out = torch.randn(1, 4, 2, 20, 17)
+    (ref, ref_grads), (out, grads) = eager_and_fused(layer, x, grad_out)
+    assert layer.fused_kernel(x) is kernels.CPU_NATIVE
+    assert rel(out, ref) < 1e-4
+    for name, ref_grad in ref_grads.items():
+        assert rel(grads[name], ref_grad) < 1e-3, name

@@ -1,0 +1,95 @@
+"""The public renderer: action names, argument checks and the generation switch.
+
+``render_clip(action, T, (H, W), seed)`` renders generation 2 (:mod:`.generator`, domain randomised for real
+robot cameras) by default; ``generation=1`` renders the old clips (:mod:`.legacy`) the packaged default model
+was trained on, byte-identical for a seed. Both render the reversed classes of :data:`REVERSED_OF` as exact
+time reversals of their partner, camera effects included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig, render_forward_v2
+from .legacy import render_forward_v1
+
+# The ten classes of the default dataset and of the packaged model, in label order.
+ACTIONS: tuple[str, ...] = (
+    "idle",
+    "wave",
+    "clap",
+    "walk_left",
+    "walk_right",
+    "sit_down",
+    "stand_up",
+    "fall",
+    "pick_up",
+    "put_down",
+)
+# Rendered by name (both generations) but in no default class list: for fine-tuning on new actions.
+EXTRA_ACTIONS: tuple[str, ...] = ("point", "drink", "nod")
+ALL_ACTIONS: tuple[str, ...] = ACTIONS + EXTRA_ACTIONS
+
+# Classes rendered as the exact time reversal of another class (same seed -> reversed frames).
+REVERSED_OF: dict[str, str] = {"walk_left": "walk_right", "stand_up": "sit_down", "put_down": "pick_up"}
+
+MIN_SIZE = 16
+
+
+def _check_action(action: str) -> None:
+    if action not in ALL_ACTIONS:
+        raise ValueError(f"unknown action {action!r}; valid actions: {', '.join(ACTIONS)} "
+                         f"(extra, outside the default classes: {', '.join(EXTRA_ACTIONS)})")
+
+
+def _render(
+    action: str, num_frames: int, size: tuple[int, int], seed: int, clean: bool = False, with_mask: bool = False,
+    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames (T, H, W, 3) and, with ``with_mask``, the main person's masks (T, H, W). ``clean`` turns off
+    sensor noise and camera jitter (generation 1) or every camera effect and ego-motion (generation 2)."""
+    _check_action(action)
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if len(size) != 2 or min(int(size[0]), int(size[1])) < MIN_SIZE:
+        raise ValueError(f"size must be (height, width) with both >= {MIN_SIZE}, got {size}")
+    if generation not in GENERATIONS:
+        raise ValueError(f"generation must be one of {GENERATIONS}, got {generation!r}")
+    base = REVERSED_OF.get(action, action)
+    hw = (int(size[0]), int(size[1]))
+    if generation == 1:
+        if config is not None:
+            raise ValueError("config applies to generation 2 only; generation 1 has fixed ranges")
+        frames, masks = render_forward_v1(base, int(num_frames), hw, int(seed), clean, with_mask)
+    else:
+        frames, masks = render_forward_v2(base, int(num_frames), hw, int(seed), config or SynthConfig(), clean,
+                                          with_mask)
+    if base != action:
+        frames = np.ascontiguousarray(frames[::-1])
+        masks = None if masks is None else np.ascontiguousarray(masks[::-1])
+    return frames, masks
+
+
+def render_clip(
+    action: str, num_frames: int, size: tuple[int, int] = (128, 128), seed: int = 0,
+    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None,
+) -> np.ndarray:
+    """Render one synthetic action clip.
+
+    Args:
+        action: one of :data:`ACTIONS` (or :data:`EXTRA_ACTIONS`).
+        num_frames: number of frames T (>= 1).
+        size: (height, width) in pixels (each >= 16), any aspect ratio; rendered natively at that size.
+        seed: all randomness (appearance, layout, timing, camera, noise) derives from it; same arguments give
+            the same bytes.
+        generation: 2 (default: rooms, varied people, robot camera) or 1 (the packaged model's data).
+        config: generation 2's factor switches and ranges (:class:`SynthConfig`); None = the defaults.
+
+    Returns:
+        uint8 array (T, H, W, 3), RGB.
+
+    ``walk_left``, ``stand_up`` and ``put_down`` are the exact time reversals of ``walk_right``,
+    ``sit_down`` and ``pick_up`` for the same seed (see the package docstring for why).
+    """
+    frames, _ = _render(action, num_frames, size, seed, generation=generation, config=config)
+    return frames

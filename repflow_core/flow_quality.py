@@ -1,0 +1,263 @@
+"""Flow quality on known motion: endpoint error (EPE) and time per frame pair (no ROS).
+
+Pairs: a smooth random texture (sum of Gaussian-blurred noise octaves, [0, 255] grey) and the same texture
+moved by a known affine motion (``translation``, ``rotation``, ``zoom``, or ``mixed`` = the issue's 1.5 / 0.5
+px translation plus a 2-degree rotation). The second image is rendered by ``cv2.warpAffine`` on a larger
+canvas and both are cropped, so there is no border artefact; the true flow is the forward displacement
+``T(x) - x`` on the first image's grid (x along columns, y along rows: the layer's and OpenCV's convention).
+EPE is the mean of ``|u - u_true|`` over pixels at least ``border`` (8) pixels from every edge.
+
+Methods: the representation-flow layer on the images themselves with its fixed initial parameters
+(theta 0.3, lambda 0.15, tau 0.25; every gradient kind, iteration count and pyramid depth asked for), OpenCV
+Farneback and DIS (medium preset), and OpenCV's TV-L1 where ``cv2.optflow`` exists (opencv-contrib, which
+cannot share an environment with opencv-python; measure it from a separate venv: this module needs only
+numpy and OpenCV unless a layer method is used, so ``python -m repflow_core.flow_quality --opencv-only`` runs
+there with ``PYTHONPATH`` set to the checkout).
+``python -m repflow_core.bench --suite flow-quality`` runs :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MOTIONS = ("translation", "rotation", "zoom", "mixed")
+BORDER = 8
+
+
+def smooth_texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A [0, 255] float32 texture with detail at several scales (no flat areas, no aliasing)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width), np.float32)
+    for sigma, weight in ((1.0, 0.5), (2.0, 1.0), (4.0, 1.0), (8.0, 0.7)):
+        noise = rng.standard_normal((height, width)).astype(np.float32)
+        layer = cv2.GaussianBlur(noise, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        img += weight * layer / (layer.std() + 1e-8)
+    img -= img.min()
+    return (img * (255.0 / max(float(img.max()), 1e-6))).astype(np.float32)
+
+
+def motion_matrix(kind: str, cx: float, cy: float, size: int) -> np.ndarray:
+    """The forward affine map T (2x3, pixel coordinates) of a motion kind about the centre (cx, cy).
+
+    Magnitudes scale with the image so that the mean true flow grows with resolution as the issue's did
+    (2.0 px at 112x112, 3.3 px at 224x224 for ``mixed``)."""
+    if kind not in MOTIONS:
+        raise ValueError(f"unknown motion {kind!r}; choose one of {MOTIONS}")
+    angle, scale, shift = 0.0, 1.0, (0.0, 0.0)
+    if kind == "translation":
+        shift = (1.5 * size / 112, 0.5 * size / 112)
+    elif kind == "rotation":
+        angle = 2.0
+    elif kind == "zoom":
+        scale = 1.03
+    else:
+        angle, shift = 2.0, (1.5, 0.5)
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += shift
+    return m
+
+
+def known_motion_pair(kind: str, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(img1, img2, flow): two (size, size) float32 images and the true flow (2, size, size) from 1 to 2."""
+    pad = max(16, size // 4)
+    canvas = size + 2 * pad
+    tex = smooth_texture(canvas, canvas, seed)
+    c = (canvas - 1) / 2.0
+    m = motion_matrix(kind, c, c, size)
+    # warpAffine with a forward map computes dst(T(x)) = src(x) (it inverts M internally).
+    moved = cv2.warpAffine(tex, m, (canvas, canvas), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    ys, xs = np.mgrid[0:canvas, 0:canvas].astype(np.float64)
+    fx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2] - xs
+    fy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2] - ys
+    crop = (slice(pad, pad + size), slice(pad, pad + size))
+    flow = np.stack([fx[crop], fy[crop]]).astype(np.float32)
+    return tex[crop].copy(), moved[crop].copy(), flow
+
+
+def epe(flow: np.ndarray, truth: np.ndarray, border: int = BORDER) -> float:
+    """Mean endpoint error of (2, H, W) flows over pixels ``border`` or more from every edge."""
+    if flow.shape != truth.shape:
+        raise ValueError(f"flow shape {flow.shape} != true flow shape {truth.shape}")
+    d = (flow - truth)[:, border:flow.shape[1] - border, border:flow.shape[2] - border]
+    return float(np.sqrt((d * d).sum(0)).mean())
+
+
+# --- methods: (img1, img2) float32 [0, 255] -> (2, H, W) flow ---------------------------------------------
+def layer_method(gradient: str, iterations: int, pyramid_levels: int = 1, impl: str = "auto") -> Callable:
+    import torch
+
+    from .flow import RepresentationFlow
+
+    layer = RepresentationFlow(1, iterations=iterations, gradient=gradient, pyramid_levels=pyramid_levels,
+                               impl=impl).eval()
+
+    def run(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.stack([img1, img2]))[None, None]
+        with torch.no_grad():
+            out = layer(x)
+        return out[0, :, 0].numpy()
+
+    return run
+
+
+def farneback(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+    f = cv2.calcOpticalFlowFarneback(img1.astype(np.uint8), img2.astype(np.uint8), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    return f.transpose(2, 0, 1)
+
+
+_DIS = None
+
+
+def dis_medium(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+    global _DIS
+    if _DIS is None:
+        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return _DIS.calc(img1.astype(np.uint8), img2.astype(np.uint8), None).transpose(2, 0, 1)
+
+
+def tvl1_method() -> Callable | None:
+    """OpenCV's TV-L1 (the paper's baseline) if opencv-contrib is installed, else None."""
+    optflow = getattr(cv2, "optflow", None)
+    if optflow is None or not hasattr(optflow, "DualTVL1OpticalFlow_create"):
+        return None
+    tvl1 = optflow.DualTVL1OpticalFlow_create()
+
+    def run(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+        return tvl1.calc(img1.astype(np.uint8), img2.astype(np.uint8), None).transpose(2, 0, 1)
+
+    return run
+
+
+@dataclass
+class Row:
+    method: str
+    size: int
+    motion: str
+    epe: float
+    ms_per_pair: float
+    mean_true_flow: float
+
+
+def measure(name: str, method: Callable, size: int, motion: str, repeats: int = 3, seed: int = 0) -> Row:
+    """EPE of ``method`` on one known-motion pair and its median time per pair over ``repeats`` runs."""
+    img1, img2, truth = known_motion_pair(motion, size, seed)
+    flow = method(img1, img2)  # warm-up (kernel load, thread pools) and the measured result
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        method(img1, img2)
+        times.append(time.perf_counter() - start)
+    mean_flow = float(np.sqrt((truth[:, BORDER:-BORDER, BORDER:-BORDER] ** 2).sum(0)).mean())
+    ms = 1000 * float(np.median(times)) if times else float("nan")
+    return Row(name, size, motion, epe(flow, truth), ms, mean_flow)
+
+
+def layer_variants(gradients: list[str], iterations: list[int], levels: list[int]) -> dict[str, Callable]:
+    variants = {}
+    for gradient in gradients:
+        for lv in levels:
+            for it in iterations:
+                suffix = f", {lv} levels" if lv > 1 else ""
+                variants[f"layer {gradient}, {it} it.{suffix}"] = layer_method(gradient, it, lv)
+    return variants
+
+
+def run_suite(sizes: list[int], motions: list[str], gradients: list[str], iterations: list[int],
+              levels: list[int], repeats: int = 3, log: Callable[[str], None] = print) -> list[Row]:
+    methods: dict[str, Callable] = {"OpenCV Farneback": farneback, "OpenCV DIS (medium)": dis_medium}
+    tvl1 = tvl1_method()
+    if tvl1 is not None:
+        methods["OpenCV TV-L1"] = tvl1
+    else:
+        log("OpenCV TV-L1: cv2.optflow missing (opencv-contrib not installed here): not measured")
+    methods.update(layer_variants(gradients, iterations, levels))
+    rows = []
+    for size in sizes:
+        for motion in motions:
+            for name, method in methods.items():
+                row = measure(name, method, size, motion, repeats)
+                rows.append(row)
+                log(f"{size:4d} {motion:12s} {name:36s} EPE {row.epe:7.3f} px  {row.ms_per_pair:8.2f} ms")
+    return rows
+
+
+def markdown_table(rows: list[Row], motion: str = "mixed") -> str:
+    """One table per size: method, EPE, ms/pair for ``motion``."""
+    out = []
+    for size in sorted({r.size for r in rows}):
+        sel = [r for r in rows if r.size == size and r.motion == motion]
+        if not sel:
+            continue
+        out.append(f"| {size}x{size}, {motion} (mean true flow {sel[0].mean_true_flow:.1f} px) | EPE (px) | ms/pair |")
+        out.append("|---|---:|---:|")
+        out += [f"| {r.method} | {r.epe:.3f} | {r.ms_per_pair:.1f} |" for r in sel]
+        out.append("")
+    return "\n".join(out)
+
+
+def flow_picture(size: int, motion: str, methods: dict[str, Callable], path: str | Path) -> Path:
+    """A colour-coded picture of the true flow and each method's flow on one pair (Middlebury colours)."""
+    from .viz import flow_to_color, write_png
+
+    img1, img2, truth = known_motion_pair(motion, size)
+    flows = {"true flow": truth} | {name: m(img1, img2) for name, m in methods.items()}
+    max_flow = float(np.sqrt((truth ** 2).sum(0)).max())
+    tiles = []
+    for name, f in flows.items():
+        tile = flow_to_color(f[0], f[1], max_flow=max_flow)
+        tile = cv2.resize(tile, (size * 2, size * 2), interpolation=cv2.INTER_NEAREST) if size < 160 else tile
+        label = np.full((22, tile.shape[1], 3), 255, np.uint8)
+        cv2.putText(label, name[:40], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([label, tile]))
+    cols = min(4, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    blank = np.full_like(tiles[0], 255)
+    tiles += [blank] * (rows * cols - len(tiles))
+    grid = np.vstack([np.hstack(tiles[r * cols:(r + 1) * cols]) for r in range(rows)])
+    return write_png(grid, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repflow_core.bench --suite flow-quality",
+                                     description="EPE and ms/pair on known-motion pairs.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    parser.add_argument("--motions", nargs="+", default=list(MOTIONS), choices=MOTIONS)
+    parser.add_argument("--gradients", nargs="+", default=["sobel", "central", "sobel_fd"])
+    parser.add_argument("--iterations", type=int, nargs="+", default=[1, 10, 20, 50])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="112x112, mixed motion, 10 iterations only")
+    parser.add_argument("--opencv-only", action="store_true",
+                        help="only the OpenCV methods (runs without torch, e.g. in an opencv-contrib venv for TV-L1)")
+    parser.add_argument("--out", default="bench_results/flow_quality.json")
+    parser.add_argument("--picture", default=None, help="also write a flow picture (PNG) of the mixed pair")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.motions, args.iterations, args.repeats = [112], ["mixed"], [10], 1
+    if args.opencv_only:
+        args.gradients = []
+    rows = run_suite(args.sizes, args.motions, args.gradients, args.iterations, args.levels, args.repeats)
+    print(markdown_table(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    tmp.replace(out)
+    if args.picture:
+        pics = {"OpenCV DIS (medium)": dis_medium, "OpenCV Farneback": farneback}
+        pics.update(layer_variants(args.gradients, [max(args.iterations)], sorted(set(args.levels))))
+        print(flow_picture(args.sizes[0], "mixed", pics, args.picture))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Model and optimiser construction for training (backbone weights, fine-tuning start, parameter groups)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .backbones import load_backbone_weights
+from .checkpoint import CheckpointError, load_checkpoint_dict
+from .flow import parameter_groups
+from .uftsn import build_any_model
+
+__all__ = ["build_model", "init_from_checkpoint", "set_training_stage"]
+
+
+def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> str:
+    """Copy every tensor of a repflow checkpoint's state_dict whose name and shape fit ``model``
+    (fine-tuning, e.g. Kinetics -> HMDB51: everything but the classifier). Returns a summary line."""
+    data = load_checkpoint_dict(path)
+    src = data["state_dict"]
+    own = model.state_dict()
+    fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in src if k not in fit)
+    missing = sorted(k for k in own if k not in fit)
+    if not fit:
+        raise CheckpointError(f"{path}: none of its tensors fit this model (different backbone or width?)")
+    model.load_state_dict(fit, strict=False)
+    return (f"initialised {len(fit)}/{len(own)} tensors from {path}"
+            + (f"; not taken: {skipped[:4]}" if skipped else "") + (f"; kept fresh: {missing[:4]}" if missing else ""))
+
+
+def build_model(cfg, device: torch.device, say: Callable[[str], None], backbone_weights=None, init_from=None
+                ) -> tuple[nn.Module, torch.optim.Optimizer, list[float]]:
+    """The model of ``cfg.model`` (ActionNet, or UF-TSN for ``model.motion: uftsn``, built with all parts
+    trainable so every parameter is in the optimiser; the stage of each epoch freezes parts) on ``device`` and
+    its SGD optimiser (flow parameters at ``flow_lr_scale`` x lr, appendix A).
+    Returns (model, optimizer, the groups' initial learning rates)."""
+    uftsn = cfg.model.motion == "uftsn"
+    model = build_any_model(cfg.model, cfg.loss.weights() if uftsn and cfg.loss.active else None)
+    if backbone_weights:
+        try:  # UF-TSN: the RGB (spatial) stream takes them
+            report = load_backbone_weights(model, backbone_weights, prefix="spatial." if uftsn else "backbone.")
+        except ValueError as exc:
+            raise CheckpointError(f"--backbone-weights: {exc}") from exc
+        say(f"backbone weights {backbone_weights}: {len(report.missing)} missing, {len(report.unexpected)} "
+            f"unexpected, {len(report.mismatched)} mismatched tensors"
+            + (f" (mismatched: {report.mismatched[:4]})" if report.mismatched else ""))
+    if init_from:
+        say(init_from_checkpoint(model, init_from))
+    model.to(device)
+    groups = parameter_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.flow_lr_scale)
+    for g in groups:
+        g["initial_lr"] = g["lr"]  # LambdaLR scales these
+    initial_lrs = [g["lr"] for g in groups]
+    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0)
+    return model, optimizer, initial_lrs
+
+
+def set_training_stage(model: nn.Module, cfg, epoch: int) -> str | None:
+    """Put a staged model (UF-TSN) in the stage of 0-based ``epoch`` (``cfg.stage_at``: derived from the epoch
+    number, so a resumed run continues in the right stage). Returns the stage, or None for other models."""
+    if not hasattr(model, "set_stage"):
+        return None
+    stage = cfg.stage_at(epoch)
+    model.set_stage(stage)
+    return stage

@@ -1,0 +1,84 @@
+"""UF-TSN (repflow_core.uftsn): cost volume, coarse-to-fine estimator, stages, two-stream output."""
+
+import pytest
+import torch
+
+from repflow_core import motion_losses as ml
+from repflow_core.uftsn import UFTSN, FlowEstimator, cost_volume, pyramid_loss
+from test_motion_losses import sinusoid_texture
+
+
+def test_cost_volume_peaks_at_the_true_displacement():
+    torch.manual_seed(0)
+    q1 = torch.randn(1, 8, 10, 10)
+    q2 = torch.roll(q1, shifts=(1, 2), dims=(2, 3))  # content moves 2 right, 1 down
+    volume = cost_volume(q1, q2, max_displacement=3)
+    assert volume.shape == (1, 49, 10, 10)
+    best = volume[0, :, 4:6, 4:6].mean((1, 2)).argmax().item()
+    assert divmod(best, 7) == (3 + 1, 3 + 2)  # (dy, dx) index in the 7 x 7 grid
+    assert volume[0, 24, 5, 5] == pytest.approx((q1[0, :, 5, 5] * q2[0, :, 5, 5]).sum().item() / 8, rel=1e-5)
+
+
+def test_estimator_returns_one_flow_per_level_finest_first():
+    est = FlowEstimator(channels=(8, 12, 16))
+    flows = est(torch.randn(3, 3, 32, 48), torch.randn(3, 3, 32, 48))
+    assert [tuple(f.shape) for f in flows] == [(3, 2, 16, 24), (3, 2, 8, 12), (3, 2, 4, 6)]
+
+
+def test_unsupervised_training_teaches_the_estimator_a_shift():
+    torch.manual_seed(0)
+    est = FlowEstimator(channels=(8, 16), max_displacement=2, decoder_channels=16)
+    opt = torch.optim.Adam(est.parameters(), lr=2e-3)
+    weights = ml.MotionLossWeights(photometric=1.0, census=0.1, smoothness=0.2, edge_aware=True, edge_weight=10.0)
+
+    def batch(seed):
+        shifts = torch.tensor([[1.0, 0.0], [-1.0, 0.5], [0.5, -1.0], [0.0, 1.0]]) * 2
+        i1 = torch.cat([sinusoid_texture(32, 32, channels=3, seed=seed + k, dtype=torch.float32) for k in range(4)])
+        i2 = torch.cat([sinusoid_texture(32, 32, shift=tuple(s.tolist()), channels=3, seed=seed + k,
+                                         dtype=torch.float32) for k, s in enumerate(shifts)])
+        return (i1 - 0.5) / 0.23, (i2 - 0.5) / 0.23, shifts / 2  # flows at the finest level (1/2 size)
+
+    def epe(seed):
+        i1, i2, truth = batch(seed)
+        with torch.no_grad():
+            flow = est(i1, i2)[0][..., 4:-4, 4:-4]
+        return (flow - truth.view(4, 2, 1, 1)).norm(dim=1).mean().item()
+
+    before = epe(100)
+    for step in range(60):
+        i1, i2, _ = batch(step * 4)
+        opt.zero_grad()
+        sum(pyramid_loss(i1, i2, est(i1, i2), weights).values()).backward()
+        opt.step()
+    after = epe(100)  # unseen textures
+    assert after < 0.6 * before, (before, after)
+
+
+def test_stages_choose_what_learns_and_which_losses_are_computed():
+    model = UFTSN(num_classes=4, width=0.125, estimator=FlowEstimator(channels=(8, 8), decoder_channels=8))
+    clip = torch.randn(2, 3, 4, 32, 32)
+    model.train()
+    assert model(clip).shape == (2, 4)
+    assert set(model.extra_losses) == {"photometric", "census", "smoothness"}
+    model.set_stage("classifier")
+    model(clip)
+    assert model.extra_losses == {}
+    assert not any(p.requires_grad for p in model.estimator.parameters())
+    model.set_stage("flow")
+    assert not any(p.requires_grad for p in model.spatial.parameters())
+    with pytest.raises(ValueError, match="unknown UF-TSN stage"):
+        model.set_stage("everything")
+
+
+def test_end_to_end_gradients_reach_both_streams_and_the_estimator():
+    model = UFTSN(num_classes=3, width=0.125, estimator=FlowEstimator(channels=(8, 8), decoder_channels=8))
+    model.train()
+    logits = model(torch.randn(2, 3, 3, 32, 32))
+    (torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])) + sum(model.extra_losses.values())).backward()
+    for part in (model.spatial, model.temporal, model.estimator):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_video_backbones_are_refused():
+    with pytest.raises(ValueError, match="2D backbone"):
+        UFTSN(num_classes=3, backbone="r2plus1d_18", width=0.125)
