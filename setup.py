@@ -35,6 +35,7 @@ CONSOLE_SCRIPTS = [
     "camera_sim = repflow_ros.camera_sim_node:main",
     "repflow-train = repflow_core.train:main",
     "repflow-evaluate = repflow_core.evaluate:main",
+    "repflow-export = repflow_core.export:main",
 ]
 
 setup(

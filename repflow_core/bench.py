@@ -1,5 +1,8 @@
 """Speed and memory figures: ``python -m repflow_core.bench [--quick] [--device cpu|cuda|all] [--only flow|model]``.
 
+(``--suite flow-quality``: flow EPE on known motion, :mod:`repflow_core.flow_quality`; ``--suite backends``: the
+Recognizer's torch and onnxruntime backends on one window, :mod:`repflow_core.bench_backends`.)
+
 Measures
 - the flow layer (B=8, C'=32, T=16 at 28x28 and 56x56; 1, 10, 20 iterations): forward and forward+backward
   time for every implementation available on the device (the eager reference and the fused kernel where
@@ -462,15 +465,20 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     suite = argparse.ArgumentParser(add_help=False)
-    suite.add_argument("--suite", choices=["speed", "flow-quality"], default="speed")
+    suite.add_argument("--suite", choices=["speed", "flow-quality", "backends"], default="speed")
     chosen, rest = suite.parse_known_args(argv)
+    if chosen.suite == "backends":  # torch vs onnxruntime Recognizer on one window, interleaved (its own --help)
+        from . import bench_backends
+
+        return bench_backends.main(rest)
     if chosen.suite == "flow-quality":  # EPE and ms/pair on known motion: its own options (--help lists them)
         from . import flow_quality
 
         return flow_quality.main(rest)
     argv = rest
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="--suite flow-quality: flow EPE on known motion (see its --help)")
+                                     epilog="--suite flow-quality: flow EPE on known motion; --suite backends: "
+                                            "torch vs onnxruntime Recognizer per window (see their --help)")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when present)")
     parser.add_argument("--quick", action="store_true", help="a small subset (smoke test)")
     parser.add_argument("--repeats", type=int, default=5)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .atomic_io import atomic_torch_save
-from .data.transforms import KINETICS_MEAN, KINETICS_STD  # the one home of the normalisation constants
+from .data.transforms import CROP_POLICIES, KINETICS_MEAN, KINETICS_STD  # the one home of the normalisation constants
 from .model import ActionNet, ModelConfig
 from .model_card import CardError, card_from_training, validate_card
 
@@ -59,7 +59,6 @@ MAX_LABEL_CHARS = 256
 MAX_FLOW_ITERATIONS = 100  # the paper uses 10 or 20 (Table 3)
 
 
-
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, incomplete, too new, too large or inconsistent.
 
@@ -74,7 +73,9 @@ class CheckpointError(ValueError):
 class InputSpec:
     """How frames must be prepared for the model: sampled clip_len frames every frame_stride frames,
     short side resized to resize_short, centre crop to size (H, W), RGB scaled to [0, 1] then
-    normalised by mean/std."""
+    normalised by mean/std. ``crop`` is the geometry policy (data/transforms.py ``preprocess_frame``):
+    ``center`` (the above) or ``full`` (whole frame, aspect kept, letterboxed with the mean colour);
+    checkpoints saved before the field existed read as ``center``."""
 
     clip_len: int = 16
     frame_stride: int = 1
@@ -82,6 +83,7 @@ class InputSpec:
     resize_short: int = 128
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
+    crop: str = "center"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -99,6 +101,8 @@ class InputSpec:
         spec.std = tuple(float(v) for v in spec.std)  # type: ignore[assignment]
         if spec.clip_len < 2 or spec.frame_stride < 1 or min(spec.size) < 8 or spec.resize_short < min(spec.size):
             raise ValueError(f"invalid input spec {data}")
+        if spec.crop not in CROP_POLICIES:
+            raise ValueError(f"input spec crop {spec.crop!r} is not one of {list(CROP_POLICIES)}")
         return spec
 
 
@@ -370,6 +374,8 @@ def _validate_input_spec(raw: Any, model_config: ModelConfig, source: str) -> In
             _fail(source, f"input_spec.{name}", f"must be 3 finite numbers (R, G, B), got {_short(v)}")
     if not all(x > 0 for x in raw["std"]):
         _fail(source, "input_spec.std", f"must be > 0 for every channel, got {list(raw['std'])}")
+    if raw.get("crop", "center") not in CROP_POLICIES:  # absent (older checkpoints) = center
+        _fail(source, "input_spec.crop", f"must be one of {list(CROP_POLICIES)}, got {_short(raw['crop'])}")
     try:
         return InputSpec.from_dict(dict(raw))
     except (TypeError, ValueError) as exc:
@@ -444,14 +450,15 @@ def describe_checkpoint(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT
     from .model_card import format_card
 
     path = Path(path)
-    ckpt = load_checkpoint(path, max_bytes)
+    raw = load_checkpoint_dict(path, max_bytes)
+    ckpt = validate_checkpoint(raw, source=str(path))
     params = sum(t.numel() for t in ckpt.state_dict.values() if t.is_floating_point())
     t = ckpt.training
     train_keys = ("epochs", "best_epoch", "best_val_acc", "train_acc", "train_videos", "val_videos", "test_videos",
                   "weights", "torch")
     lines = [
         f"checkpoint     {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)[:16]}...)",
-        f"format         {FORMAT_TAG} v{FORMAT_VERSION}",
+        f"format         {FORMAT_TAG} version {raw['version']}",
         "model          " + ", ".join(f"{k}={v}" for k, v in ckpt.model_config.to_dict().items()),
         f"parameters     {params / 1e6:.2f} M",
         f"labels         ({len(ckpt.labels)}) {', '.join(ckpt.labels)}",

@@ -9,7 +9,7 @@ silently trains the wrong model.
 The training schema (:class:`TrainConfig`) lives here too, so that training, evaluation and tools read
 the same files::
 
-    model:  ModelConfig   (repflow_core.model)     backbone, width, flow, flow_after, iterations, dropout...
+    model:  ModelConfig   (repflow_core.model)     backbone, width, flow, flow_after, iterations, dropout, fusion...
     data:   DataConfig    (repflow_core.data.layouts) layout, root, splits, clip_len, size, augmentation...
     optim:  OptimConfig   lr, momentum, weight_decay, schedule, step_size, gamma, warmup_epochs,
                           flow_lr_scale, grad_clip, accumulate
@@ -115,7 +115,14 @@ class OptimConfig:
 @dataclass
 class SyntheticConfig:
     """Write the synthetic action dataset (repflow_core.data.synthetic) into ``data.root`` before
-    training when ``generate`` is true and ``data.root`` does not exist yet."""
+    training when ``generate`` is true and ``data.root`` does not exist yet.
+
+    With ``data.layout: synthetic_stream`` nothing is written: clips are rendered per item
+    (repflow_core.data.synthetic_stream): ``train_clips`` per epoch (new seeds every epoch), fixed
+    ``val_clips`` / ``test_clips`` seeds disjoint from training's; each item's frame geometry drawn from
+    ``geometries`` ("WxH", as cameras name them) and rendered natively at ``render_scale`` of it;
+    ``generator``: SynthConfig overrides ({"camera": {"motion": true}, ...}); ``generation``: 1 or 2.
+    """
 
     generate: bool = False
     per_class: int = 40
@@ -124,12 +131,31 @@ class SyntheticConfig:
     fps: float = 15.0
     seed: int = 0
     test_fraction: float = 0.25
+    generation: int = 2
+    geometries: list[str] = field(default_factory=lambda: ["128x128", "320x240", "640x480", "640x360", "360x640"])
+    render_scale: float = 1.0
+    train_clips: int = 2000
+    val_clips: int = 200
+    test_clips: int = 400
+    generator: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "SyntheticConfig":
         if self.per_class < 2 or self.num_frames < 2 or self.size < 16:
             raise ValueError("synthetic: per_class and num_frames must be >= 2 and size >= 16")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"synthetic.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.generation not in (1, 2):
+            raise ValueError(f"synthetic.generation must be 1 or 2, got {self.generation}")
+        if not 0.1 <= self.render_scale <= 1.0:
+            raise ValueError(f"synthetic.render_scale must be in [0.1, 1], got {self.render_scale}")
+        if self.train_clips < 1 or self.val_clips < 0 or self.test_clips < 0:
+            raise ValueError("synthetic: train_clips must be >= 1, val_clips and test_clips >= 0")
+        from .data.synthetic_stream import parse_geometry  # validates each "WxH"
+
+        if not self.geometries:
+            raise ValueError("synthetic.geometries must list at least one WxH")
+        for g in self.geometries:
+            parse_geometry(g)
         return self
 
 
@@ -221,6 +247,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 1
     tensorboard: bool = True
+    # Before validating, while the run has taken fewer optimiser steps than this, re-estimate the evaluated
+    # weights' BatchNorm statistics on up to 20 training batches (young running estimates made the first
+    # validation losses huge, issue 14; repflow_core.train_loop.recalibrate_batchnorm). 0 = never.
+    bn_recalibrate_until: int = 50
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -242,6 +272,8 @@ class TrainConfig:
         self.device = check_device_spec(self.device)  # the one device rule (repflow_core.devices); DeviceError names it
         if self.log_every < 1 or self.eval_every < 0:
             raise ValueError("log_every must be >= 1 and eval_every >= 0")
+        if self.bn_recalibrate_until < 0:
+            raise ValueError(f"bn_recalibrate_until must be >= 0 (0 = never), got {self.bn_recalibrate_until}")
         if self.data.clip_len < self.model.frames_consumed + 1:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
         return self

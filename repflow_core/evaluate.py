@@ -5,6 +5,7 @@ Usage::
     python -m repflow_core.evaluate --checkpoint runs/synthetic/best.pt --config config/train_synthetic.yaml
     python -m repflow_core.evaluate --checkpoint runs/ucf/best.pt --config config/train_ucf101.yaml \\
         --set data.root=/data/UCF101 data.split=1 --clips 10 --crops 3 --out runs/ucf/eval_split1
+    python -m repflow_core.evaluate --checkpoint CKPT --bag BAG --topic TOPIC [--spans SPANS.csv] [--out DIR]
 
 Protocol: every test video gives ``clips`` evenly spaced clips x ``crops`` crops (1 = centre, 3 = along
 the long side) after resizing the short side to the checkpoint's ``resize_short``; the softmax scores of
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import bag_replay, robustness
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, add_override_arguments, collect_overrides, load_train_config
 from .data.dataset import INVALID_LABEL, MultiViewDataset, make_loader
@@ -292,12 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-videos", type=int, default=None, help="evaluate an evenly spread subset")
     p.add_argument("--no-progress", action="store_true")
     add_override_arguments(p, {"--data-root": "data.root", "--num-workers": "data.num_workers"})
+    robustness.add_arguments(p)
+    bag_replay.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    conflicts = robustness.option_conflicts(args, parser)
+    if conflicts:
+        parser.error("; ".join(conflicts))
+    if args.robustness:  # synthetic matrix, no dataset: see repflow_core/robustness.py
+        return robustness.cli(args)
+    if args.bag:  # a recorded image topic instead of a dataset: see repflow_core/bag_replay.py
+        return bag_replay.run_from_args(args)
     try:
         config = args.config
         if config is None:

@@ -25,8 +25,8 @@ import io
 import json
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -161,7 +161,9 @@ def export_torchscript(ckpt: Checkpoint, out: str | Path, checksum: str = "") ->
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"TorchScript trace failed: {type(exc).__name__}: {exc}") from exc
     extra = {k: v.encode() for k, v in metadata(ckpt, checksum).items()}
-    return atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still what C++ loads
+        return atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
 def read_onnx_metadata(source: str | Path | bytes) -> dict[str, str]:
@@ -181,14 +183,22 @@ def read_onnx_metadata(source: str | Path | bytes) -> dict[str, str]:
     return meta
 
 
-def onnx_session(model: str | Path | bytes, threads: int | None = None, providers: list[str] | None = None):
+def onnx_session(model: str | Path | bytes, threads: int | None = None, providers: list[str] | None = None,
+                 allow_spinning: bool = False):
     """An onnxruntime InferenceSession (CPU provider unless told; ``threads`` intra-op threads, default
-    torch's thread count so both backends use the same cores)."""
+    torch's thread count so both backends use the same cores).
+
+    ``allow_spinning`` (onnxruntime's default is on): worker threads busy-wait for work between operators.
+    Off here: on a robot the CPU is shared (camera driver, the node's intake thread, navigation), where
+    spinning threads steal the cores the others need and, when oversubscribed, wait on descheduled peers;
+    measured 1.3x faster per window with it off on the loaded 2-core machine (BENCHMARKS.md, "Backends").
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=opts, providers=providers or ["CPUExecutionProvider"])

@@ -104,28 +104,44 @@ def section_environment(device: torch.device, dry: bool) -> None:
 
 def section_triton_vs_eager(device: torch.device, dry: bool) -> None:
     """Triton vs eager on this device: output and every gradient to 1e-4 relative (+ the float32 eager's own
-    error against float64, as in the CPU tests)."""
-    shapes = [(1, 1, 2, 5, 7)] if dry else [(2, 4, 3, 28, 28), (1, 3, 4, 27, 33), (1, 2, 2, 112, 112)]
-    iterations = 2 if dry else 5
+    error against float64, as in the CPU tests). One shape per gradient kind (odd sizes; one case with fewer
+    programs than images: the persistent loop) plus the largest supported size; every compiled variant costs
+    seconds, so no more: the 112x112 case is the flow table's variant (sobel_fd, kernels fixed; N, C, T, K are
+    not specialised), which the table then reuses; every learnable tensor's gradient is checked on the small
+    shapes.
+    Cases: (gradient kind, (B, C, T, H, W), programs or None for the automatic grid, learnable kernels)."""
+    from .kernels import triton_flow
+
+    if dry:
+        cases = [("sobel", (1, 1, 2, 5, 7), None, True), ("central", (1, 1, 3, 4, 3), 1, True),
+                 ("sobel_fd", (1, 1, 2, 3, 5), None, False)]
+    else:
+        cases = [("sobel", (1, 3, 4, 27, 33), None, True), ("central", (2, 4, 3, 28, 28), 3, True),
+                 ("sobel_fd", (2, 3, 3, 28, 31), None, True), ("sobel_fd", (1, 2, 2, 112, 112), None, False)]
+    iterations = 2 if dry else 3
     worst = 0.0
-    for gradient in ("sobel", "central", "sobel_fd"):
-        for shape in shapes[: (1 if dry and gradient != "sobel" else None)]:
-            layer = flow_layer(shape[1], iterations, gradient, True, device)
-            torch.manual_seed(1)
-            x = torch.rand(shape, device=device) * 255
-            grad_out = torch.randn((shape[0], 2 * shape[1], shape[2] - 1) + shape[3:], device=device)
-            ref, ref_g = grads_of(layer, x, grad_out, "eager")
-            _, ref64 = grads_of(copy.deepcopy(layer).double(), x.double(), grad_out.double(), "eager")
+    for gradient, shape, programs, learn in cases:
+        layer = flow_layer(shape[1], iterations, gradient, learn, device)
+        torch.manual_seed(1)
+        x = torch.rand(shape, device=device) * 255
+        grad_out = torch.randn((shape[0], 2 * shape[1], shape[2] - 1) + shape[3:], device=device)
+        ref, ref_g = grads_of(layer, x, grad_out, "eager")
+        _, ref64 = grads_of(copy.deepcopy(layer).double(), x.double(), grad_out.double(), "eager")
+        triton_flow._GRID_OVERRIDE["programs"] = programs
+        try:
             out, tri_g = grads_of(layer, x, grad_out, "triton")
-            errors = [rel(out, ref)]
-            for a, b, c in zip(tri_g, ref_g, ref64):
-                if b is None:
-                    continue
-                errors.append(rel(a, b) - rel(b, c))  # beyond the float32 reference's own error
-            err = max(errors)
-            worst = max(worst, err)
-            say(f"  triton vs eager {gradient:8s} {str(shape):20s} it={iterations}: max excess rel err {err:.2e} "
-                f"{'OK' if err < 1e-4 else 'FAIL'}")
+        finally:
+            triton_flow._GRID_OVERRIDE["programs"] = None
+        errors = [rel(out, ref)]
+        for a, b, c in zip(tri_g, ref_g, ref64):
+            if b is None:
+                continue
+            errors.append(rel(a, b) - rel(b, c))  # beyond the float32 reference's own error
+        err = max(errors)
+        worst = max(worst, err)
+        grid = (f" programs={programs}" if programs else "") + ("" if learn else " kernels fixed")
+        say(f"  triton vs eager {gradient:8s} {str(shape):20s} it={iterations}{grid}: max excess rel err {err:.2e} "
+            f"{'OK' if err < 1e-4 else 'FAIL'}")
     say(f"triton vs eager: {'PASS' if worst < 1e-4 else 'FAIL'} (worst {worst:.2e}, bound 1e-4)")
 
 
@@ -193,35 +209,89 @@ def section_training(device: torch.device, dry: bool) -> None:
     say(f"bf16 training {steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f} {'PASS' if ok else 'FAIL'}")
 
 
+def _flow_case(b: int, c: int, t: int, s: int, k: int, device: torch.device):
+    """The flow table's layer (sobel_fd, learnable parameters and divergence) and input, with its forward and
+    forward+backward closures."""
+    layer = flow_layer(c, k, "sobel_fd", False, device)
+    x = (torch.rand(b, c, t, s, s, device=device) * 255).requires_grad_(True)
+
+    def fwd():
+        with torch.no_grad():
+            layer(x)
+
+    def fwd_bwd():
+        layer(x).sum().backward()
+
+    return layer, fwd, fwd_bwd
+
+
+SWEEP_SECONDS = 60.0
+
+
+def section_tune(device: torch.device, dry: bool) -> None:
+    """In-run micro-sweep of the Triton kernels' num_warps at 56x56 (B=8, C'=32, T=16, 10 iterations), backward
+    first (timed as forward+backward), then forward; each candidate's first call (compile + run) is timed too.
+    The fastest of each is kept (``triton_flow._WARPS_OVERRIDE``) for the flow table that follows, and printed so
+    that it can become :func:`triton_flow._num_warps`'s default. Stops trying candidates after 60 s."""
+    from .kernels import triton_flow
+
+    b, c, t, s, k = (1, 2, 3, 6, 2) if dry else (8, 32, 16, 56, 10)
+    block = triton_flow._block(s, s)
+    layer, fwd, fwd_bwd = _flow_case(b, c, t, s, k, device)
+    layer.impl = "triton"
+    deadline = time.perf_counter() + SWEEP_SECONDS
+    for kernel, fn in (("backward", fwd_bwd), ("forward", fwd)):
+        default = triton_flow._num_warps(block, kernel)
+        candidates = [default] + [w for w in ((2, 4) if dry else (8, 16, 32)) if w != default]
+        timings: dict[int, float] = {}
+        for warps in candidates:
+            if time.perf_counter() > deadline:
+                say(f"  {kernel}: sweep time box ({SWEEP_SECONDS:.0f} s) reached; untried: "
+                    f"{[w for w in candidates if w not in timings]}")
+                break
+            triton_flow._WARPS_OVERRIDE[(kernel, block)] = warps
+            try:
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                first = time.perf_counter() - t0
+                timings[warps] = timed_ms(fn, device, 1 if dry else 3, 1)
+                say(f"  {kernel} num_warps={warps:2d} at {s}x{s} (BLOCK {block}): {timings[warps]:8.2f} ms "
+                    f"({'forward+backward' if kernel == 'backward' else 'forward'}; first call {first:.1f} s)")
+            except Exception as exc:  # noqa: BLE001 - e.g. out of resources: skip the candidate
+                say(f"  {kernel} num_warps={warps:2d}: failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        best = min(timings, key=timings.get) if timings else default
+        triton_flow._WARPS_OVERRIDE[(kernel, block)] = best
+        say(f"  {kernel} at BLOCK {block}: using num_warps={best} (default {default})")
+
+
 def section_flow_table(device: torch.device, dry: bool) -> None:
     """Flow layer eager vs Triton, forward and forward+backward, with peak memory (same run, same inputs)."""
+    from .kernels import triton_flow
+
     if dry:
         configs = [(1, 2, 3, 6, 2)]
     else:
-        configs = [(8, 32, 16, s, k) for s in (28, 56) for k in (10, 20)]
+        configs = [(8, 32, 16, s, k) for s in (28, 56) for k in (10, 20)] + [(2, 32, 16, 112, 10)]
     say("flow layer (sobel_fd, learnable params + divergence): eager vs triton")
     say(f"  {'B,C,T,HxW,it':22s} {'eager fwd':>10s} {'triton fwd':>10s} {'ratio':>6s} {'eager f+b':>10s} "
         f"{'triton f+b':>10s} {'ratio':>6s} {'eager MB':>9s} {'triton MB':>9s}")
+    warps = []
     for b, c, t, s, k in configs:
-        layer = flow_layer(c, k, "sobel_fd", False, device)
-        x = (torch.rand(b, c, t, s, s, device=device) * 255).requires_grad_(True)
+        layer, fwd, fwd_bwd = _flow_case(b, c, t, s, k, device)
+        block = triton_flow._block(s, s)
+        warps.append(f"{s}x{s}: {triton_flow._num_warps(block, 'forward')}/{triton_flow._num_warps(block, 'backward')}")
         row = {}
         for impl in ("eager", "triton"):
             layer.impl = impl
-
-            def fwd(layer=layer, x=x):
-                with torch.no_grad():
-                    layer(x)
-
-            def fwd_bwd(layer=layer, x=x):
-                layer(x).sum().backward()
-
             reps = 1 if dry else 5
             row[impl] = (timed_ms(fwd, device, reps, 1), timed_ms(fwd_bwd, device, reps, 1), peak_mb(fwd_bwd, device))
         e, tr = row["eager"], row["triton"]
         say(f"  {f'{b},{c},{t},{s}x{s},{k}':22s} {e[0]:10.2f} {tr[0]:10.2f} {e[0] / tr[0]:6.1f} {e[1]:10.2f} "
             f"{tr[1]:10.2f} {e[1] / tr[1]:6.1f} {e[2]:9.0f} {tr[2]:9.0f}")
-    say("  (ms, median of 5; MB = peak extra memory of forward+backward; target: triton f+b >= 5x eager)")
+    say("  (ms, median of 5; MB = peak extra memory of forward+backward; target: triton f+b >= 5x eager at 28x28 "
+        "and 56x56)")
+    say(f"  triton num_warps forward/backward: {', '.join(dict.fromkeys(warps))}")
 
 
 def section_resnet50(device: torch.device, dry: bool) -> None:
@@ -302,7 +372,7 @@ def ensure_cv2() -> None:
 
 
 SECTIONS = [section_environment, section_triton_vs_eager, section_precision_and_graphs, section_training,
-            section_flow_table, section_resnet50, section_packaged_model]
+            section_tune, section_flow_table, section_resnet50, section_packaged_model]
 
 
 def main(argv: list[str] | None = None) -> int:

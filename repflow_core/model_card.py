@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["CardError", "card_from_training", "card_json", "format_card", "make_card", "validate_card"]
 

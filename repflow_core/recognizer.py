@@ -40,12 +40,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from . import devices as _devices
 from .checkpoint import MAX_CHECKPOINT_BYTES, Checkpoint, CheckpointError, load_checkpoint
+from .data.transforms import preprocess_frame
 
 LOG = logging.getLogger("repflow_core.recognizer")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -139,6 +139,8 @@ class Recognizer:
         self.frame_stride = spec.frame_stride
         self.input_size: tuple[int, int] = (int(spec.size[0]), int(spec.size[1]))
         self.resize_short = spec.resize_short
+        self.crop = getattr(spec, "crop", "center")  # geometry policy; checkpoints without one: center
+        self._mean_rgb = tuple(spec.mean)
         self.backend = backend
         self._min_frames = checkpoint.model_config.frames_consumed + 1
         self._onnx = None
@@ -206,11 +208,13 @@ class Recognizer:
     def preprocess(self, frame_rgb: np.ndarray) -> np.ndarray:
         """One RGB uint8 frame (H, W, 3) of any size -> (h, w, 3) uint8 at the model's input size.
 
-        Short side resized to ``resize_short`` then centre-cropped, as the test-time transform of
-        training does. Kept as uint8 so a window of frames is cheap to buffer and to copy to the device.
-        Memory is bounded whatever the frame: shapes beyond :meth:`check_frame_shape`'s bounds raise
-        :class:`FrameShapeError` before anything is allocated; frames smaller than the input are upscaled,
-        with a warning once (``on_warning``).
+        By the checkpoint's geometry policy ``input_spec.crop`` (:func:`repflow_core.data.transforms.
+        preprocess_frame`, the same function as the evaluation transform of training): ``center`` = short side
+        resized to ``resize_short`` then centre-cropped; ``full`` = the whole frame resized with its aspect
+        kept and letterboxed with the normalisation mean. Kept as uint8 so a window of frames is cheap to
+        buffer and to copy to the device. Memory is bounded whatever the frame: shapes beyond
+        :meth:`check_frame_shape`'s bounds raise :class:`FrameShapeError` before anything is allocated; frames
+        smaller than the input are upscaled, with a warning once (``on_warning``).
         """
         if not isinstance(frame_rgb, np.ndarray) or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
             shape = getattr(frame_rgb, "shape", None)
@@ -220,18 +224,16 @@ class Recognizer:
         h, w = frame_rgb.shape[:2]
         out_h, out_w = self.input_size
         self.check_frame_shape(h, w)
-        scale = self.resize_short / min(h, w)
-        # Bounded by the shape check: at most MAX_FRAME_ASPECT * resize_short^2 pixels (or the input size).
-        new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+        if self.crop == "full":
+            scale = min(out_h / h, out_w / w)
+        else:
+            scale = self.resize_short / min(h, w)
         if scale > 1 and not self._upscale_warned:
             self._upscale_warned = True
             self.on_warning(f"frames of {h}x{w} are smaller than the model's input ({self.resize_short} px on the "
                             f"short side, then {out_h}x{out_w}): upscaling them, detail is lost (said once)")
-        if (new_h, new_w) != (h, w):
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            frame_rgb = cv2.resize(frame_rgb, (new_w, new_h), interpolation=interp)
-        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
-        return np.ascontiguousarray(frame_rgb[top : top + out_h, left : left + out_w])
+        # Bounded by the shape check: at most MAX_FRAME_ASPECT * resize_short^2 pixels (or the input size).
+        return preprocess_frame(frame_rgb, self.input_size, self.resize_short, self.crop, self._mean_rgb)
 
     @staticmethod
     def check_frame_shape(height: int, width: int) -> None:
@@ -439,7 +441,8 @@ def _open_onnx(checkpoint: Checkpoint, onnx_model, source: str, device: torch.de
         model = onnx_model if onnx_model is not None else onnx_backend.cached_onnx(checkpoint, source or None, log)
         return onnx_backend.OnnxBackend(model, device)
     except ImportError as exc:
-        raise RecognizerError(f"backend onnxruntime needs onnx and onnxruntime (pip install '.[export]'): {exc}") from exc
+        raise RecognizerError(f"backend onnxruntime needs onnx and onnxruntime (pip install '.[export]'): "
+                              f"{exc}") from exc
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - export and session errors come in many types; name the backend

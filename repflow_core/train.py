@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -57,17 +57,38 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import Checkpoint, CheckpointError, InputSpec, load_checkpoint_dict, save_checkpoint
-from .config import ConfigError, TrainConfig, add_override_arguments, collect_overrides, dump_yaml, \
-    load_train_config, to_dict
+from .config import (
+    ConfigError,
+    TrainConfig,
+    add_override_arguments,
+    collect_overrides,
+    dump_yaml,
+    load_train_config,
+    to_dict,
+)
 from .data.layouts import DatasetError
 from .data.prepare import maybe_generate_synthetic
 from .data.transforms import KINETICS_MEAN, KINETICS_STD
 from .devices import DeviceError, resolve_device
+from .joint_loss import JointLoss
 from .train_data import RunData, prepare_data
 from .train_io import add_run_log, epoch_line, log_to_file, open_tensorboard, write_log_csv, write_plots
-from .train_loop import (DistInfo, ModelEMA, StepSettings, barrier, derive_seed, init_distributed, rng_state,
-                         seed_everything, set_rng_state, train_one_epoch, validate)
-from .joint_loss import JointLoss
+from .train_loop import (
+    DistInfo,
+    ModelEMA,
+    StepSettings,
+    barrier,
+    derive_seed,
+    init_distributed,
+    recalibrate_batchnorm,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    train_one_epoch,
+    validate,
+)
+from .train_loop import cpu_state as _cpu_state
+from .train_loop import to_device as _to_device
 from .train_model import build_model, init_from_checkpoint, set_training_stage
 
 __all__ = ["ModelEMA", "TrainResult", "init_from_checkpoint", "lr_factor", "main", "maybe_generate_synthetic",
@@ -117,21 +138,8 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 def input_spec(cfg: TrainConfig) -> InputSpec:
     d = cfg.data
     return InputSpec(clip_len=d.clip_len, frame_stride=d.frame_stride, size=(d.size, d.size),
-                     resize_short=max(d.resize_short, d.size), mean=tuple(KINETICS_MEAN), std=tuple(KINETICS_STD))
-
-
-def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_device(v, device) for v in obj]
-    return obj
+                     resize_short=max(d.resize_short, d.size), mean=tuple(KINETICS_MEAN), std=tuple(KINETICS_STD),
+                     crop=d.crop)
 
 
 def train(cfg: TrainConfig, resume: str | os.PathLike | None = None, backbone_weights: str | os.PathLike | None = None,
@@ -317,7 +325,8 @@ class _Run:
         m = cfg.model
         kind = "UF-TSN" if m.motion == "uftsn" else f"flow={m.flow} after {m.flow_after}"
         terms = f"; joint loss on {self.joint.hooked_layers} flow layer(s)" if self.joint.hooked_layers else ""
-        self.say(f"model: {m.backbone} x{m.width} {kind}{terms} ({nparams / 1e6:.2f} M parameters); device {self.device}"
+        self.say(f"model: {m.backbone} x{m.width} {kind}{terms} ({nparams / 1e6:.2f} M parameters); "
+                 f"device {self.device}"
                  + (f" x {self.dinfo.world_size} processes" if self.dinfo.enabled else "") + f"; amp {cfg.amp}; "
                  f"batch {cfg.batch_size} x accumulate {cfg.optim.accumulate}; {cfg.epochs} epochs")
         start = time.perf_counter()
@@ -358,6 +367,8 @@ class _Run:
         val = None
         if d.val_loader is not None and cfg.eval_every > 0 and (
                 (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            if self.global_step < cfg.bn_recalibrate_until:  # young BatchNorm estimates (issue 14.3)
+                recalibrate_batchnorm(self.eval_model, d.train_loader, self.steps)
             val = validate(self.eval_model, d.val_loader, self.steps, len(d.classes), desc=f"validate {epoch + 1}")
         seconds = time.perf_counter() - t0
         elapsed = time.perf_counter() - start

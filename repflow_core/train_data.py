@@ -67,6 +67,8 @@ def _split(cfg, run_dir: Path, train_samples, test_samples, classes, is_main: bo
 def prepare_data(cfg, run_dir: Path, dinfo: DistInfo, device: torch.device, say: Callable[[str], None],
                  progress: bool, resume_labels: list[str] | None, resumed: bool) -> RunData:
     """Datasets and loaders for a run; sets ``cfg.model.num_classes`` from the data."""
+    if cfg.data.layout == "synthetic_stream":
+        return _prepare_stream(cfg, dinfo, device, say)
     is_main = dinfo.is_main
     train_samples, classes = _samples(cfg, "train")
     test_samples: list = []
@@ -122,6 +124,45 @@ def prepare_data(cfg, run_dir: Path, dinfo: DistInfo, device: torch.device, say:
                    test_ds=test_ds, test_loader=eval_loader(test_ds),
                    fingerprints={"train": fingerprint(split.train), "val": fingerprint(split.val),
                                  "test": fingerprint(test_samples) if test_samples else ""})
+
+
+def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[str], None]) -> RunData:
+    """``data.layout: synthetic_stream``: clips rendered per item (repflow_core.data.synthetic_stream)."""
+    from .data.synthetic_stream import stream_datasets
+
+    classes, train_ds, val_ds, test_ds = stream_datasets(cfg)
+    if cfg.model.num_classes != len(classes):
+        say(f"model.num_classes {cfg.model.num_classes} -> {len(classes)} (synthetic classes)")
+        cfg.model.num_classes = len(classes)
+    cfg.validate()
+    say(f"synthetic stream: {len(classes)} classes, {len(train_ds)} training clips per epoch (new seeds each "
+        f"epoch), {len(val_ds) if val_ds else 0} validation / {len(test_ds) if test_ds else 0} test clips "
+        f"(fixed seeds); geometries {cfg.synthetic.geometries} at render scale {cfg.synthetic.render_scale}, "
+        f"crop {cfg.data.crop}; {train_ds.flip.describe(classes)}")
+    if dinfo.enabled:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler: Any = DistributedSampler(train_ds, num_replicas=dinfo.world_size, rank=dinfo.rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=False)
+    else:
+        sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
+    nw, pin = cfg.data.num_workers, device.type == "cuda"
+
+    def eval_loader(ds):
+        if ds is None:
+            return None
+        return make_loader(ds, cfg.eval_batch_size or cfg.batch_size, sampler=ShardSampler(len(ds), dinfo.rank,
+                           dinfo.world_size), num_workers=nw, pin_memory=pin, seed=cfg.seed, persistent_workers=False)
+
+    train_loader = make_loader(train_ds, cfg.batch_size, sampler=sampler, num_workers=nw, pin_memory=pin,
+                               seed=cfg.seed, persistent_workers=nw > 0)
+    syn = cfg.synthetic
+    tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:{','.join(syn.geometries)}"
+    return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
+                   val_ds=val_ds, val_loader=eval_loader(val_ds) if cfg.eval_every > 0 else None,
+                   test_ds=test_ds, test_loader=eval_loader(test_ds),
+                   fingerprints={"train": f"{tag}:train:{syn.train_clips}", "val": f"{tag}:val:{syn.val_clips}",
+                                 "test": f"{tag}:test:{syn.test_clips}"})
 
 
 def final_test(run, spec) -> dict | None:

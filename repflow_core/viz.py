@@ -43,6 +43,7 @@ __all__ = [
     "plot_confusion",
     "plot_curves",
     "plot_grouped_bars",
+    "plot_heatmap",
     "plot_per_class",
     "read_log_csv",
     "write_png",
@@ -446,6 +447,42 @@ def grouped_bars_figure(categories: Sequence[str], series: Mapping[str, Sequence
         fig.legend(loc="outside lower center", ncols=min(len(names), 4), frameon=False)
     fig.suptitle(_title(run_name, title, what))
     return fig
+
+
+def plot_heatmap(values: Any, row_labels: Sequence[str], col_labels: Sequence[str],
+                 path: str | os.PathLike | None = None, counts: Any = None, title: str = "", run_name: str = "",
+                 what: str = "accuracy", xlabel: str = "", ylabel: str = "") -> np.ndarray:
+    """A table of fractions in [0, 1] (rows x columns; NaN = not measured) as a heat map, each cell written in
+    percent (with its sample count ``n`` when ``counts`` is given; unmeasured cells grey with "-"). The colour
+    scale is fixed to 0-100 % (red-yellow-green) so maps of two models compare at a glance. Returns the RGB
+    image; writes a PNG when ``path`` is given (the robustness report's map)."""
+    v = np.asarray(_as_numpy(values), dtype=np.float64)
+    if v.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"heat map values {v.shape} do not match {len(row_labels)} rows x {len(col_labels)} columns")
+    n = None if counts is None else np.asarray(counts)
+    if n is not None and n.shape != v.shape:
+        raise ValueError(f"heat map counts {n.shape} do not match the values {v.shape}")
+    r, c = v.shape
+    fig = _figure(int(np.clip(260 + 105 * c, 520, 2400)), int(np.clip(170 + 58 * r, 320, 1600)))
+    ax = fig.subplots()
+    ax.set_facecolor("0.85")  # NaN cells are left undrawn: this grey shows through
+    image = ax.imshow(np.ma.masked_invalid(v * 100), cmap="RdYlGn", vmin=0.0, vmax=100.0, interpolation="nearest",
+                      aspect="auto")
+    fig.colorbar(image, ax=ax, shrink=0.9, label="%")
+    ax.set_xticks(range(c), [str(s) for s in col_labels], rotation=30 if c > 5 else 0,
+                  ha="right" if c > 5 else "center", rotation_mode="anchor")
+    ax.set_yticks(range(r), [str(s) for s in row_labels])
+    for i in range(r):
+        for j in range(c):
+            if math.isfinite(v[i, j]):
+                txt = f"{v[i, j] * 100:.0f}%" + (f"\nn={int(n[i, j])}" if n is not None else "")
+            else:
+                txt = "-"
+            dark = math.isfinite(v[i, j]) and not 0.2 <= v[i, j] <= 0.85  # the map's dark red / green ends
+            ax.text(j, i, txt, ha="center", va="center", fontsize=9, color="white" if dark else "0.1")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(_title(run_name, title, what), fontsize=10)
+    return _render(fig, path)
 
 
 def plot_per_class(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike | None = None,

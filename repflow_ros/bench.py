@@ -66,7 +66,7 @@ def _frames(width: int, height: int, n: int = 32) -> list[Any]:
     try:
         from repflow_core.data.synthetic import render_clip
 
-        return list(render_clip("wave", n, size=(height, width), seed=7))
+        return list(render_clip("wave", n, size=(height, width), seed=7, generation=1))
     except Exception:
         import numpy as np
 

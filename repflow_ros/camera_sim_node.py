@@ -18,7 +18,11 @@ Sources (parameter ``source``):
 * ``synthetic`` (default): clips of ``clip_frames`` frames rendered with
   :func:`repflow_core.data.synthetic.render_clip`, one per action, in a random order per pass (drawn from
   ``seed``), restricted to ``actions`` when given. The next clip is rendered by a background thread while the
-  current one is being published, so rendering never delays a frame.
+  current one is being published, so rendering never delays a frame. ``generation`` picks the synthetic world:
+  1 (square renders, small camera jitter: what the packaged model was trained on) or 2 (rooms, varied people,
+  a robot camera; rendered natively at ``width`` x ``height``); ``camera_motion`` switches generation 2's
+  robot ego-motion (pan/tilt/zoom/shake) on or off (generation 1 has only its fixed jitter, so
+  ``camera_motion: false`` needs generation 2).
 * a path to a video file (or a frame folder) read with :func:`repflow_core.data.video_io.read_video`; its ground
   truth is the ``label`` parameter (default ``unknown``). A missing or unreadable file is reported and the process
   exits with status 1.
@@ -46,11 +50,12 @@ import numpy as np
 
 NODE_NAME = "camera_sim"
 DEFAULT_FPS = 30.0
-# The packaged model was trained on square 128x128 renders; a 4:3 frame is centre-cropped by the recognizer and
-# cuts off figures near the sides (measured: 72.5% of windows right at 128x128, 58.3% at 320x240). Set width and
-# height to see that domain gap.
-DEFAULT_WIDTH = 128
-DEFAULT_HEIGHT = 128
+# The packaged model was trained on square 128x128 generation-1 renders; a 4:3 frame is centre-cropped by the
+# recognizer and cuts off figures near the sides (measured: 72.5% of windows right at 128x128, 58.3% at 320x240).
+# Set width, height and generation to see that domain gap. The demo world, in one line (a model trained on
+# generation 2 at robot-camera geometry switches it to 2, 640, 480):
+DEFAULT_GENERATION, DEFAULT_WIDTH, DEFAULT_HEIGHT = 1, 128, 128
+GENERATIONS = (1, 2)
 # render_clip scales an action's duration to the clip, so this sets how fast actions move per frame: 40 is
 # what the packaged model was trained on (config/train_synthetic.yaml, synthetic.num_frames).
 DEFAULT_CLIP_FRAMES = 40
@@ -90,11 +95,22 @@ class SyntheticSource:
     """Renders clips ahead of time in a daemon thread (queue of ``ahead`` clips)."""
 
     def __init__(self, actions: Sequence[str], clip_frames: int, width: int, height: int, seed: int,
-                 loop: bool, ahead: int = 2):
+                 loop: bool, ahead: int = 2, generation: int = DEFAULT_GENERATION, camera_motion: bool = True):
         from repflow_core.data import synthetic
 
         if width <= 0 or height <= 0:
             raise SourceError(f"the synthetic source needs a positive width and height, got {width}x{height}")
+        if min(width, height) < synthetic.MIN_SIZE:
+            raise SourceError(f"the synthetic source renders frames of at least {synthetic.MIN_SIZE} px a side, "
+                              f"got width {width} x height {height}")
+        if generation not in GENERATIONS:
+            raise SourceError(f"generation must be one of {GENERATIONS}, got {generation!r}")
+        if generation == 1 and not camera_motion:
+            raise SourceError("camera_motion false needs generation 2: generation 1 has a fixed small camera jitter")
+        # generation 2 only: None = the generator's default robot camera (ego-motion in most clips)
+        self._config = (None if generation == 1 or camera_motion
+                        else synthetic.SynthConfig.from_dict({"camera": {"motion": False}}))
+        self.generation = int(generation)
         if clip_frames < 1:
             raise SourceError(f"clip_frames must be >= 1, got {clip_frames}")
         known = tuple(synthetic.ACTIONS)
@@ -118,7 +134,8 @@ class SyntheticSource:
         try:
             for index, action in enumerate(self._order):
                 clip_seed = (self._seed * 1_000_003 + index) % (2**31 - 1)
-                frames = np.asarray(self._render(action, self._clip_frames, size=self._size, seed=clip_seed))
+                frames = np.asarray(self._render(action, self._clip_frames, size=self._size, seed=clip_seed,
+                                                 generation=self.generation, config=self._config))
                 clip = Clip(np.ascontiguousarray(frames, dtype=np.uint8), action, index)
                 while not self._stop.is_set():
                     try:
@@ -216,6 +233,9 @@ PARAMS: tuple[ParamDef, ...] = (
     ParamDef("frame_id", "camera_frame", "header.frame_id of the published images"),
     ParamDef("clip_frames", DEFAULT_CLIP_FRAMES, "frames per synthetic action clip", 1, 100000),
     ParamDef("seed", 0, "seed of the synthetic action order and clip rendering"),
+    ParamDef("generation", DEFAULT_GENERATION, "synthetic world: 1 (what the packaged model was trained on) or 2 "
+             "(rooms, varied people, robot camera)", 1, 2),
+    ParamDef("camera_motion", True, "generation 2: robot ego-motion (pan/tilt/zoom/shake) in the synthetic clips"),
     ParamDef("actions", None, "synthetic actions to cycle through (default: all of "
              "repflow_core.data.synthetic.ACTIONS)"),
     ParamDef("label", "unknown", "ground-truth action published for a video-file source"),
@@ -289,8 +309,10 @@ def _make_node_class():
                            .value or [])
             if source in ("", "synthetic", "sim"):
                 self.source = SyntheticSource(actions, int(g("clip_frames").value), width, height,
-                                              int(g("seed").value), self.loop)
-                what = f"synthetic actions {self.source.actions}, {int(g('clip_frames').value)} frames per clip"
+                                              int(g("seed").value), self.loop, generation=int(g("generation").value),
+                                              camera_motion=bool(g("camera_motion").value))
+                what = (f"synthetic actions {self.source.actions} (generation {self.source.generation}, "
+                        f"{width}x{height}), {int(g('clip_frames').value)} frames per clip")
             else:
                 self.source = VideoSource(os.path.expanduser(source), width, height, str(g("label").value),
                                           self.loop)
@@ -380,7 +402,9 @@ def _make_node_class():
             self.published += 1
 
         def destroy_node(self):
-            self.source.close()
+            source = getattr(self, "source", None)  # absent when a parameter was refused during __init__
+            if source is not None:
+                source.close()
             return super().destroy_node()
 
     return CameraSimNode
@@ -443,6 +467,7 @@ def main(args: list[str] | None = None) -> int:
         print(help_text())
         return 0
     import rclpy
+    from rclpy.exceptions import InvalidParameterValueException
     from rclpy.signals import SignalHandlerOptions
 
     stop = _StopFlag()
@@ -453,7 +478,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         try:
             node = _make_node_class()(context=context)
-        except SourceError as exc:
+        except (SourceError, InvalidParameterValueException) as exc:  # e.g. generation:=3 (out of its range)
             print(f"camera_sim: error: {exc}", file=sys.stderr, flush=True)
             return 1
         stop.node = node

@@ -2,27 +2,13 @@
 
 Decoding
 --------
-``ImageDecoder`` uses cv_bridge when it can be imported (a ROS 2 install / workspace provides it; PyPI's ``cv-bridge``
-is a ROS 1 port and must not be used) and otherwise the built-in decoder of this module, which needs only numpy and
+The built-in decoder, the size guards and the error types live in :mod:`repflow_core.data.image_codec` (no ROS
+import, documented there: encodings, ``step`` padding, ``mono16``, compressed formats), shared with the bag reader
+:mod:`repflow_core.data.rosbag`; this module re-exports every public name and adds cv_bridge and message building.
+``ImageDecoder`` uses cv_bridge when it can be imported (a ROS 2 install / workspace provides it; PyPI's
+``cv-bridge`` is a ROS 1 port and must not be used) and otherwise the built-in decoder, which needs only numpy and
 OpenCV. The decode functions are duck-typed: they read only the message fields (``height``, ``width``, ``encoding``,
 ``is_bigendian``, ``step``, ``data`` / ``format``, ``data``), so any object with those attributes works.
-
-Built-in decoder behaviour (documented choices):
-
-* Encodings (:data:`SUPPORTED_ENCODINGS`): ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` (alpha dropped), ``mono8``,
-  ``mono16``, the packed 4:2:2 YUV formats ``yuv422`` / ``uyvy`` (byte order U Y0 V Y1, which is what ROS
-  ``image_encodings::YUV422`` means) and ``yuv422_yuy2`` / ``yuyv`` (Y0 U Y1 V), converted with OpenCV's BT.601
-  limited-range formulas. The OpenCV type names ``8UC1`` / ``8UC3`` / ``8UC4`` are accepted as ``mono8`` / ``bgr8`` /
-  ``bgra8`` (the same assumption cv_bridge makes: 3-channel OpenCV images are BGR). Packed YUV needs an even
-  width (odd -> ``bad_step``).
-  Encoding names are matched case-insensitively.
-* ``mono16`` is reduced to 8 bit by keeping the high byte (``>> 8``), a fixed mapping so brightness does not flicker
-  from frame to frame as a per-frame min-max stretch would. A camera that uses only the low bits of the 16 (e.g. 10
-  or 12 bit sensors) will therefore look dark; ``is_bigendian`` selects the byte order of the samples.
-* Row padding: ``step`` (bytes per row) may exceed ``width * bytes_per_pixel``; the padding is skipped. The data must
-  hold at least ``height * step`` bytes (extra trailing bytes are ignored). ``step < width * bytes_per_pixel`` is an
-  error (``bad_step``), including ``step == 0``.
-* The result is always a fresh, C-contiguous, writable array that does not alias the message buffer.
 
 Errors are :class:`ImageDecodeError` (a ``ValueError``) whose ``cause`` is one of the stable keys in
 :data:`DECODE_ERROR_CAUSES`, meant for counting dropped frames by reason.
@@ -35,7 +21,7 @@ compressed_image_transport publishes), because their declared size can be read b
 Memory bound per frame (hostile input)
 --------------------------------------
 Every decoder here first checks the frame's declared size against :class:`FrameLimits` (``max_pixels``, default
-4096 x 2160; ``max_aspect``, default 8) without decoding or allocating: :mod:`repflow_ros.image_guards` holds the
+4096 x 2160; ``max_aspect``, default 8) without decoding or allocating: :mod:`repflow_core.data.image_codec` holds the
 limits, the errors :class:`FrameTooLarge` / :class:`BadAspect` and the JPEG/PNG header reader, re-exported here.
 
 Encoding
@@ -52,10 +38,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .image_guards import (
+from repflow_core.data.image_codec import (
     DECODE_ERROR_CAUSES,
     DEFAULT_MAX_ASPECT,
     DEFAULT_MAX_IMAGE_PIXELS,
+    SUPPORTED_ENCODINGS,
     BadAspect,
     FrameLimits,
     FrameTooLarge,
@@ -63,8 +50,10 @@ from .image_guards import (
     check_compressed_size,
     check_frame_size,
     compressed_image_size,
+    decode_compressed_image,
+    decode_image,
+    resize_rgb,
 )
-from .image_guards import buffer_bytes as _buffer_bytes
 
 __all__ = [
     "SUPPORTED_ENCODINGS",
@@ -86,53 +75,6 @@ __all__ = [
     "rgb_to_image_msg",
     "rgb_to_compressed_msg",
 ]
-
-#: Encodings the built-in decoder reads (``Image.encoding``, matched case-insensitively).
-SUPPORTED_ENCODINGS: tuple[str, ...] = (
-    "rgb8",
-    "bgr8",
-    "rgba8",
-    "bgra8",
-    "mono8",
-    "mono16",
-    "yuv422",
-    "uyvy",
-    "yuv422_yuy2",
-    "yuyv",
-    "8UC1",
-    "8UC3",
-    "8UC4",
-)
-
-# encoding (lower case) -> (bytes per pixel, canonical name)
-_ENCODING_INFO = {
-    "rgb8": (3, "rgb8"),
-    "bgr8": (3, "bgr8"),
-    "rgba8": (4, "rgba8"),
-    "bgra8": (4, "bgra8"),
-    "mono8": (1, "mono8"),
-    "mono16": (2, "mono16"),
-    "yuv422": (2, "uyvy"),
-    "uyvy": (2, "uyvy"),
-    "yuv422_yuy2": (2, "yuyv"),
-    "yuyv": (2, "yuyv"),
-    "8uc1": (1, "mono8"),
-    "8uc3": (3, "bgr8"),
-    "8uc4": (4, "bgra8"),
-}
-
-_CVT_TO_RGB = {
-    "bgr8": cv2.COLOR_BGR2RGB,
-    "rgba8": cv2.COLOR_RGBA2RGB,
-    "bgra8": cv2.COLOR_BGRA2RGB,
-    "mono8": cv2.COLOR_GRAY2RGB,
-    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
-    "yuyv": cv2.COLOR_YUV2RGB_YUYV,
-}
-
-# OpenCV >= 4.11 can decode straight to RGB; older builds decode to BGR and we convert.
-_IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # cv_bridge (optional)
@@ -211,118 +153,6 @@ def _as_owned_rgb(img: np.ndarray) -> np.ndarray:
     if img.base is not None or not img.flags.c_contiguous or not img.flags.writeable:
         img = np.array(img, order="C", copy=True)
     return img
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# built-in decoder
-
-
-def _supported_list() -> str:
-    return ", ".join(SUPPORTED_ENCODINGS)
-
-
-def decode_image(msg: Any, limits: FrameLimits | None = None) -> np.ndarray:
-    """Decode a raw ``sensor_msgs/Image`` (or any object with its fields) to RGB uint8 ``(H, W, 3)``.
-
-    Raises :class:`ImageDecodeError` (cause ``empty``, ``too_large``, ``bad_aspect``, ``unsupported_encoding``,
-    ``bad_step`` or ``truncated``); the size is checked against ``limits`` (default :class:`FrameLimits`) first.
-    """
-    height = int(msg.height)
-    width = int(msg.width)
-    encoding = str(msg.encoding)
-    step = int(msg.step)
-    data = msg.data
-
-    if height <= 0 or width <= 0 or data is None or len(data) == 0:
-        raise ImageDecodeError(
-            "empty", f"empty image: {width}x{height} {encoding!r} with {0 if data is None else len(data)} bytes"
-        )
-    check_frame_size(width, height, limits, what=f"{encoding!r} image")
-    info = _ENCODING_INFO.get(encoding.lower())
-    if info is None:
-        raise ImageDecodeError(
-            "unsupported_encoding", f"unsupported encoding {encoding!r} (supported: {_supported_list()})"
-        )
-    bpp, canonical = info
-    if canonical in ("uyvy", "yuyv") and width % 2:
-        raise ImageDecodeError("bad_step", f"{encoding!r} needs an even width (pixel pairs share U/V), got {width}")
-
-    row_bytes = width * bpp
-    if step < row_bytes:
-        raise ImageDecodeError(
-            "bad_step",
-            f"bad step {step} for {encoding!r}: rows need at least width {width} x {bpp} bytes/pixel = {row_bytes}",
-        )
-
-    buf = _buffer_bytes(data)
-    needed = height * step
-    if buf.size < needed:
-        raise ImageDecodeError(
-            "truncated",
-            f"truncated image: data has {buf.size} bytes, expected {height} rows x step {step} = {needed}",
-        )
-
-    rows = buf[:needed].reshape(height, step)[:, :row_bytes]  # a view; padding skipped
-
-    if canonical == "rgb8":
-        return np.array(rows.reshape(height, width, 3), order="C", copy=True)
-    if canonical == "mono16":
-        # value >> 8 is the sample's most significant byte: the first byte of each pair when big-endian.
-        high = rows[:, 0::2] if msg.is_bigendian else rows[:, 1::2]
-        return cv2.cvtColor(np.ascontiguousarray(high), cv2.COLOR_GRAY2RGB)
-    if canonical == "mono8":
-        return cv2.cvtColor(np.ascontiguousarray(rows), cv2.COLOR_GRAY2RGB)
-    channels = 2 if canonical in ("uyvy", "yuyv") else bpp
-    return cv2.cvtColor(rows.reshape(height, width, channels), _CVT_TO_RGB[canonical])
-
-
-def decode_compressed_image(msg: Any, limits: FrameLimits | None = None) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to RGB uint8 ``(H, W, 3)``.
-
-    Raises :class:`ImageDecodeError` (cause ``empty``, ``unsupported_encoding`` for ``compressedDepth`` and other
-    formats, ``too_large`` / ``bad_aspect`` from the header before decoding, or ``compressed_decode_failed``).
-    """
-    fmt = str(getattr(msg, "format", "") or "")
-    if "compresseddepth" in fmt.lower():
-        raise ImageDecodeError(
-            "unsupported_encoding", f"unsupported compressed format {fmt!r} (compressedDepth is not a colour image)"
-        )
-    data = msg.data
-    if data is None or len(data) == 0:
-        raise ImageDecodeError("empty", f"empty compressed image (format {fmt!r})")
-    buf = _buffer_bytes(data)
-    check_compressed_size(buf, limits)
-    flag = _IMREAD_COLOR_RGB if _IMREAD_COLOR_RGB is not None else cv2.IMREAD_COLOR
-    try:
-        img = cv2.imdecode(buf, flag)
-    except cv2.error as exc:
-        raise ImageDecodeError(
-            "compressed_decode_failed", f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes): {exc}"
-        ) from exc
-    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
-        raise ImageDecodeError(
-            "compressed_decode_failed", f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes)"
-        )
-    if _IMREAD_COLOR_RGB is None:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# resizing
-
-
-def resize_rgb(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an image to ``(height, width)``: ``INTER_AREA`` when either side shrinks (no aliasing), ``INTER_LINEAR``
-    when only enlarging. Returns the input unchanged when it already has that size."""
-    out_h, out_w = (int(v) for v in size_hw)
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"size_hw must be positive, got {size_hw!r}")
-    in_h, in_w = img.shape[:2]
-    if (in_h, in_w) == (out_h, out_w):
-        return img
-    interp = cv2.INTER_AREA if (out_h < in_h or out_w < in_w) else cv2.INTER_LINEAR
-    return cv2.resize(img, (out_w, out_h), interpolation=interp)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_install_layout(colcon_install):
         assert (inst / rel).is_file(), rel
     for rel in ("launch/recognize.launch.py", "config/recognize.yaml"):
         assert (share / rel).is_file(), f"{rel} not installed (present in the source: {(REPO / rel).is_file()})"
-    for script in ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate"):
+    for script in ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate", "repflow-export"):
         path = inst / "lib" / "repflow_ros" / script
         assert path.is_file() and os.access(path, os.X_OK), path
         text = path.read_text()

@@ -162,6 +162,19 @@ def test_unsupported_calls_say_why(monkeypatch):
         layer(x)
 
 
+def test_num_warps_follow_the_block_and_the_override():
+    """Warps grow with the image so that a thread's share of the live fields fits its registers (the backward
+    keeps more fields, so it gets more warps); gpu_check's sweep overrides per (kernel, BLOCK)."""
+    assert [triton_flow._num_warps(b, "forward") for b in (16, 1024, 2048, 4096, 16384)] == [4, 4, 4, 8, 16]
+    assert [triton_flow._num_warps(b, "backward") for b in (16, 1024, 2048, 4096, 16384)] == [4, 4, 8, 16, 32]
+    triton_flow._WARPS_OVERRIDE[("backward", 4096)] = 8
+    try:
+        assert triton_flow._num_warps(4096, "backward") == 8 and triton_flow._num_warps(4096, "forward") == 8
+        assert triton_flow._num_warps(2048, "backward") == 8
+    finally:
+        triton_flow._WARPS_OVERRIDE.clear()
+
+
 def test_double_backward_is_refused():
     layer = make_layer(1, 1, "sobel", seed=0)
     x = (torch.rand(1, 1, 2, 3, 3) * 255.0).requires_grad_(True)

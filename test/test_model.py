@@ -21,7 +21,7 @@ def test_logits_shape_for_each_flow_kind(flow):
     assert model(torch.randn(2, 3, 6, 32, 32)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("stage", ["stem", "layer1", "layer2", "layer3", "layer4"])
+@pytest.mark.parametrize("stage", ["input", "stem", "layer1", "layer2", "layer3", "layer4"])
 def test_flow_block_can_follow_any_stage(stage):
     model = tiny(flow_after=stage).eval()
     assert model(torch.randn(1, 3, 4, 64, 64)).shape == (1, 4)
@@ -37,6 +37,13 @@ def test_per_frame_logits_are_averaged_over_time():
 
 def test_r2plus1d_backbone_hosts_the_flow_block():
     model = tiny(backbone="r2plus1d_18").eval()
+    assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("stage", ["input", "layer1", "layer2"])
+def test_r3d_18_backbone_hosts_the_flow_block(stage):
+    """Table 6: flow on the input, after block 1 and after block 3 of a 3D ResNet-18."""
+    model = tiny(backbone="r3d_18", flow_after=stage).eval()
     assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 4)
 
 

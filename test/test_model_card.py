@@ -8,8 +8,14 @@ import sys
 import pytest
 import torch
 
-from repflow_core.checkpoint import Checkpoint, CheckpointError, InputSpec, load_checkpoint, save_checkpoint
-from repflow_core.checkpoint import validate_checkpoint
+from repflow_core.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    InputSpec,
+    load_checkpoint,
+    save_checkpoint,
+    validate_checkpoint,
+)
 from repflow_core.model import ActionNet, ModelConfig
 from repflow_core.model_card import CardError, format_card, make_card, validate_card
 from repflow_core.recognizer import default_checkpoint

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 COPY_FILES = ("package.xml", "setup.py", "setup.cfg", "pyproject.toml")
 COPY_DIRS = ("resource", "repflow_core", "repflow_ros", "launch", "config")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
-SCRIPTS = ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate")
+SCRIPTS = ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate", "repflow-export")
 
 
 def _pip(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -87,7 +87,7 @@ def test_target_install_has_console_scripts_and_package_data(wheel, tmp_path):
     # The CLIs start from the installed copy (not the checkout) and answer --help at once.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
-    for script in ("repflow-train", "repflow-evaluate"):
+    for script in ("repflow-train", "repflow-evaluate", "repflow-export"):
         run = subprocess.run([sys.executable, str(target / "bin" / script), "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -127,3 +127,77 @@ def test_ema_copies_batchnorm_statistics():
     ema.update(net)
     d = ema.current_decay()  # warmed-up decay (2 updates: 3/12)
     assert torch.allclose(ema.module[0].weight, d * before + (1 - d) * net[0].weight)
+
+
+def test_selection_follows_validation_when_validation_and_test_disagree(tiny_data, tmp_path, monkeypatch):
+    """Validation peaks at epoch 2, the test split would peak at epoch 3: best.pt must be epoch 2's weights, and
+    the single test evaluation must see exactly those weights (its figure is epoch 2's, not the test's best)."""
+    import repflow_core.train as train_mod
+    import repflow_core.train_data as train_data_mod
+    from repflow_core.train_loop import validate as real_validate
+
+    val_acc = {1: 0.2, 2: 0.9, 3: 0.5}
+    test_acc = {1: 0.3, 2: 0.4, 3: 0.95}  # what the test split would say of each epoch's weights
+    seen: dict[int, dict] = {}  # epoch -> the weights validated at that epoch
+    tested: list[int] = []
+
+    def scripted_val(model, loader, s, num_classes, desc="validate"):
+        res = real_validate(model, loader, s, num_classes, desc)
+        epoch = int(desc.split()[-1])
+        seen[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return dict(res, acc=val_acc[epoch])
+
+    def scripted_test(model, loader, s, num_classes, desc="test"):
+        res = real_validate(model, loader, s, num_classes, desc)
+        state = model.state_dict()
+        match = [e for e, w in seen.items() if all(torch.equal(w[k], state[k]) for k in w)]
+        assert len(match) == 1, match
+        tested.append(match[0])
+        return dict(res, acc=test_acc[match[0]])
+
+    monkeypatch.setattr(train_mod, "validate", scripted_val)
+    monkeypatch.setattr(train_data_mod, "validate", scripted_test)
+    result = train(tiny_config(tiny_data, tmp_path / "disagree", epochs=3), progress=False)
+    assert result.best_epoch == 2 and result.best_val_acc == 0.9
+    assert tested == [2] and result.test["acc"] == 0.4  # once, with the validation-selected weights
+    best = torch.load(result.run_dir / "best.pt", weights_only=True)
+    assert best["training"]["saved_epoch"] == 2
+    assert all(torch.equal(best["state_dict"][k], seen[2][k]) for k in seen[2])
+    assert not all(torch.equal(best["state_dict"][k], seen[3][k]) for k in seen[3])  # not the last weights
+    rows = list(csv.DictReader(open(result.run_dir / "log.csv")))
+    assert [r["test_acc"] != "" for r in rows] == [False, True, False]
+
+
+def test_young_batchnorm_statistics_are_re_estimated_before_validation():
+    """Issue 14.3: after a few optimiser steps BatchNorm's running estimates (momentum 0.1) are still mostly
+    their initial (0, 1), so the eval-mode network sees activations at the wrong scale and the first validation
+    loss exploded. recalibrate_batchnorm re-estimates them for the evaluated weights from training batches."""
+    from repflow_core.train_loop import StepSettings, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1), torch.nn.BatchNorm3d(4), torch.nn.Dropout(0.5),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 4 * 4, 3))
+    with torch.no_grad():
+        net[0].weight.mul_(40.0)  # activations far from unit scale, as a flow block's can be
+    gen = torch.Generator().manual_seed(1)
+    loader = [(torch.randint(0, 256, (4, 3, 2, 4, 4), dtype=torch.uint8, generator=gen),
+               torch.zeros(4, dtype=torch.long), None) for _ in range(5)]
+    steps = StepSettings(device=torch.device("cpu"), amp="none", mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+    x = torch.cat([normalize(c) for c, _, _ in loader])
+    net.train()
+    for clips, _, _ in loader[:3]:  # three training steps' worth of running-statistics updates
+        net(normalize(clips))
+    bn = net[1]
+    true_var = net[0](x).transpose(0, 1).flatten(1).var(1)
+    assert (bn.running_var / true_var).max() < 0.5  # young: still mostly the initial variance of 1
+    net.eval()
+    used = recalibrate_batchnorm(net, loader, steps, max_batches=20)
+    assert used == 5 and not net.training and bn.momentum == 0.1  # mode and momentum restored
+    assert torch.allclose(bn.running_var, true_var, rtol=0.05)
+    assert torch.allclose(bn.running_mean, net[0](x).transpose(0, 1).flatten(1).mean(1), rtol=1e-3, atol=1e-2)
+
+
+def normalize(clips):
+    from repflow_core.data.transforms import normalize_on_device
+
+    return normalize_on_device(clips, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))

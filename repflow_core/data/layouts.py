@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg")
-LAYOUTS = ("folders", "ucf101", "hmdb51", "csv", "splitlist")
+LAYOUTS = ("folders", "ucf101", "hmdb51", "csv", "splitlist", "synthetic_stream")
 SUBSETS = ("train", "test")
 SHORT_VIDEO_MODES = ("repeat_last", "loop")
 # Folder names tried, in order, for the held-out part of the "folders" layout.
@@ -83,7 +83,13 @@ class DataConfig:
     ``hflip_pairs``: class pairs swapped by a horizontal flip; ``hflip_forbidden``: classes never
     flipped (see transforms.FlipPolicy). ``test_crops``: 1 = centre crop, 3 = three crops along the
     long side. ``val_fraction`` / ``val_split_seed`` / ``val_group_regex``: the validation split carved
-    from the training videos (see data/splits.py).
+    from the training videos (see data/splits.py). ``synthetic_stream``: no files, generation-2 clips are
+    rendered per item (data/synthetic_stream.py, configured by the ``synthetic`` section).
+
+    Geometry policy and on-the-fly augmentation (data/transforms.py): ``crop`` ``center`` | ``full`` (stored in
+    the checkpoint's input spec); ``aspect_jitter``: (lo, hi) width/height ratio of training crops or
+    letterboxes, log-uniform; ``colour_jitter``, ``blur_prob``, ``noise_std``, ``jpeg_prob``: see
+    transforms.Photometric (0 = off).
     """
 
     layout: str = "splitlist"
@@ -111,9 +117,16 @@ class DataConfig:
     val_fraction: float = 0.15
     val_split_seed: int = 0
     val_group_regex: str = ""
+    crop: str = "center"
+    aspect_jitter: tuple[float, float] = (1.0, 1.0)
+    colour_jitter: float = 0.0
+    blur_prob: float = 0.0
+    noise_std: float = 0.0
+    jpeg_prob: float = 0.0
 
     def __post_init__(self) -> None:
         self.scale_jitter = tuple(float(v) for v in self.scale_jitter)  # type: ignore[assignment]
+        self.aspect_jitter = tuple(float(v) for v in self.aspect_jitter)  # type: ignore[assignment]
         self.hflip_pairs = [list(p) for p in (self.hflip_pairs or [])]
         self.hflip_forbidden = list(self.hflip_forbidden or [])
         self.validate()
@@ -138,6 +151,15 @@ class DataConfig:
             bad(f"scale_jitter must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale_jitter!r}")
         if self.short_video not in SHORT_VIDEO_MODES:
             bad(f"short_video must be one of {SHORT_VIDEO_MODES}, got {self.short_video!r}")
+        if self.crop not in ("center", "full"):
+            bad(f"crop must be 'center' or 'full', got {self.crop!r}")
+        if len(self.aspect_jitter) != 2 or not 0 < self.aspect_jitter[0] <= 1 <= self.aspect_jitter[1] <= 4:
+            bad(f"aspect_jitter must be (lo, hi) with 0 < lo <= 1 <= hi <= 4, got {self.aspect_jitter!r}")
+        for name in ("colour_jitter", "blur_prob", "jpeg_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                bad(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0 <= self.noise_std <= 50:
+            bad(f"noise_std must be in [0, 50] (0-255 units), got {self.noise_std!r}")
         for pair in self.hflip_pairs:
             if len(pair) != 2 or not all(isinstance(c, str) for c in pair):
                 bad(f"hflip_pairs entries must be [class_a, class_b], got {pair!r}")
@@ -149,6 +171,7 @@ class DataConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["scale_jitter"] = list(self.scale_jitter)
+        d["aspect_jitter"] = list(self.aspect_jitter)
         return d
 
     @classmethod
@@ -534,6 +557,9 @@ def build_samples(cfg: DataConfig, subset: str) -> tuple[list[VideoSample], list
     _check_subset(subset)
     if cfg.layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {cfg.layout!r}; expected one of {LAYOUTS}")
+    if cfg.layout == "synthetic_stream":
+        raise DatasetError("data.layout 'synthetic_stream' has no video files: its clips are rendered on the fly "
+                           "(repflow_core.data.synthetic_stream.stream_datasets)")
     if not cfg.root:
         raise DatasetError(f"data root is not set (layout {cfg.layout!r})")
     root = Path(cfg.root).expanduser()

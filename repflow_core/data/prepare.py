@@ -29,15 +29,17 @@ def maybe_generate_synthetic(cfg: Any, log: Callable[[str], None], progress: boo
     if root.exists() and any(root.iterdir()):
         raise DatasetError(f"{root} exists but has no {data.train_list}; not generating the synthetic "
                            f"dataset over it (remove the folder or point data.root elsewhere)")
-    from .synthetic import write_dataset
+    from .synthetic import SynthConfig, write_dataset
 
     log(f"synthetic dataset not found at {root}: generating {syn.per_class} clips per class "
-        f"({syn.num_frames} frames, {syn.size}x{syn.size}, seed {syn.seed}) ...")
+        f"({syn.num_frames} frames, {syn.size}x{syn.size}, seed {syn.seed}, generation {syn.generation}) ...")
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     info = write_dataset(tmp, syn.per_class, num_frames=syn.num_frames, size=syn.size, fps=syn.fps,
-                         seed=syn.seed, test_fraction=syn.test_fraction, progress=progress)
+                         seed=syn.seed, test_fraction=syn.test_fraction, progress=progress,
+                         generation=syn.generation,
+                         config=SynthConfig.from_dict(syn.generator) if syn.generation == 2 else None)
     if root.exists():
         root.rmdir()
     root.parent.mkdir(parents=True, exist_ok=True)

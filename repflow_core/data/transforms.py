@@ -11,6 +11,19 @@ that is a fraction of the short side, it gives the same result at any input reso
 can skip the separate ``resize_short_side`` step (one resize per frame instead of two).
 
 Horizontal flips and direction-dependent classes: see :class:`FlipPolicy`.
+
+Geometry policy (the checkpoint's ``input_spec.crop``; one implementation for training, evaluation and the
+Recognizer, :func:`preprocess_frame`):
+
+* ``center``: short side resized to ``resize_short``, then the central ``size`` crop (the original
+  policy; a 16:9 frame loses its side thirds).
+* ``full``: the whole frame, resized with its aspect kept to fit the ``size`` square and letterboxed; the
+  pad colour is the normalisation mean (:func:`pad_value`), so padding is ~0 after normalisation.
+
+Training draws geometry consistent with the policy (:func:`random_geometry`): ``center``: crops of
+``scale_jitter`` of the short side with aspect jitter; ``full``: a random letterbox (content scaled by
+``scale_jitter`` of the fitting size, aspect jitter, random position in the square). :class:`Photometric`
+adds colour jitter, blur, noise and JPEG compression, all deterministic per ``rng``.
 """
 
 from __future__ import annotations
@@ -26,7 +39,13 @@ import torch
 __all__ = [
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "CROP_POLICIES",
     "FlipPolicy",
+    "Photometric",
+    "eval_clip",
+    "pad_value",
+    "preprocess_frame",
+    "random_geometry",
     "as_numpy_clip",
     "center_crop",
     "hflip",
@@ -41,6 +60,7 @@ __all__ = [
 # (checkpoint.InputSpec defaults and training read them from here).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+CROP_POLICIES = ("center", "full")
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -157,6 +177,146 @@ def hflip(clip):
         return clip.flip(-1)
     arr = np.asarray(clip)
     return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+# ------------------------------------------------------------------------------- geometry policy
+
+
+def pad_value(mean: Sequence[float] = KINETICS_MEAN) -> tuple[int, int, int]:
+    """The letterbox colour of ``crop: full``: the normalisation mean in uint8 RGB, so pad pixels are
+    (round(255 m) / 255 - m) / s, i.e. within 0.01 of zero, after normalisation."""
+    return tuple(int(round(255.0 * float(m))) for m in mean)  # type: ignore[return-value]
+
+
+def preprocess_frame(frame: np.ndarray, size: tuple[int, int], resize_short: int, crop: str = "center",
+                     mean: Sequence[float] = KINETICS_MEAN) -> np.ndarray:
+    """One RGB uint8 frame (H, W, 3) -> (size[0], size[1], 3) uint8 by the geometry policy ``crop``.
+
+    The single implementation behind ``Recognizer.preprocess`` and the evaluation transform of training.
+    Memory is bounded by the caller's shape check: ``center`` resizes to at most ``aspect x resize_short^2``
+    pixels, ``full`` to at most the model input (plus the output itself)."""
+    h, w = frame.shape[:2]
+    out_h, out_w = int(size[0]), int(size[1])
+    if crop == "center":
+        scale = resize_short / min(h, w)
+        new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+        if (new_h, new_w) != (h, w):
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        return np.ascontiguousarray(frame[top: top + out_h, left: left + out_w])
+    if crop != "center" and crop != "full":
+        raise ValueError(f"unknown crop policy {crop!r}; expected one of {CROP_POLICIES}")
+    scale = min(out_h / h, out_w / w)
+    new_h, new_w = min(out_h, max(1, round(h * scale))), min(out_w, max(1, round(w * scale)))
+    if (new_h, new_w) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+    if (new_h, new_w) == (out_h, out_w):
+        return np.ascontiguousarray(frame)
+    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+    out[:] = pad_value(mean)
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    out[top: top + new_h, left: left + new_w] = frame
+    return out
+
+
+def eval_clip(clip, size: int, resize_short: int, crop: str = "center",
+              mean: Sequence[float] = KINETICS_MEAN) -> torch.Tensor:
+    """The evaluation transform: :func:`preprocess_frame` on every frame (exactly what the Recognizer
+    does at run time) -> torch uint8 (3, T, S, S)."""
+    arr = as_numpy_clip(clip)
+    out = np.stack([preprocess_frame(np.ascontiguousarray(f), (size, size), resize_short, crop, mean)
+                    for f in arr])
+    return to_tensor(out)
+
+
+def _log_uniform(rng: np.random.Generator, ratio: Sequence[float]) -> float:
+    lo, hi = float(ratio[0]), float(ratio[1])
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+
+
+def random_geometry(clip, size: int, crop: str, scale_jitter: Sequence[float], aspect_jitter: Sequence[float],
+                    rng: np.random.Generator, mean: Sequence[float] = KINETICS_MEAN) -> torch.Tensor:
+    """Training geometry consistent with the policy ``crop`` -> torch uint8 (3, T, S, S), same for every frame.
+
+    ``center``: a crop of area ``(s * min(H, W))^2`` (``s ~ U(scale_jitter)``) with width/height ratio
+    ``a ~ logU(aspect_jitter)`` at a random position, resized to the square (with ``aspect_jitter`` (1, 1)
+    this is :func:`random_resized_crop` with the same random draws). ``full``: the whole frame scaled to
+    ``s`` of its letterbox fit, its aspect stretched by ``a``, placed at a random position in the square on
+    the mean colour."""
+    if (float(aspect_jitter[0]), float(aspect_jitter[1])) == (1.0, 1.0) and crop == "center":
+        return random_resized_crop(clip, size, scale_jitter, rng)
+    arr = as_numpy_clip(clip)
+    t, h, w, _ = arr.shape
+    s = rng.uniform(float(scale_jitter[0]), float(scale_jitter[1]))
+    a = _log_uniform(rng, aspect_jitter)
+    if crop == "center":
+        side = s * min(h, w)
+        cw = int(min(w, max(1, round(side * np.sqrt(a)))))
+        ch = int(min(h, max(1, round(side / np.sqrt(a)))))
+        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return to_tensor(_resize_frames(arr[:, y0:y0 + ch, x0:x0 + cw], size, size))
+    if crop != "full":
+        raise ValueError(f"unknown crop policy {crop!r}; expected one of {CROP_POLICIES}")
+    fit = size / max(h, w)
+    nw = int(min(size, max(1, round(w * fit * s * np.sqrt(a)))))
+    nh = int(min(size, max(1, round(h * fit * s / np.sqrt(a)))))
+    y0, x0 = int(rng.integers(0, size - nh + 1)), int(rng.integers(0, size - nw + 1))
+    out = np.empty((t, size, size, 3), dtype=np.uint8)
+    out[:] = pad_value(mean)
+    out[:, y0:y0 + nh, x0:x0 + nw] = _resize_frames(arr, nh, nw)
+    return to_tensor(out)
+
+
+@dataclass
+class Photometric:
+    """Camera-like appearance augmentation of a whole clip (the same draw for every frame), on the fly.
+
+    ``colour``: brightness, contrast and saturation factors in [1 - colour, 1 + colour] and a per-channel
+    gain in [1 - colour / 3, 1 + colour / 3]; ``blur_prob``: Gaussian blur, sigma U(0.3, 1.5) px;
+    ``noise_std``: Gaussian sensor noise with std U(0, noise_std) (in 0-255 units); ``jpeg_prob``: JPEG
+    compression at a quality drawn from ``jpeg_quality``. All zero = identity (and no random draws)."""
+
+    colour: float = 0.0
+    blur_prob: float = 0.0
+    noise_std: float = 0.0
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 90)
+
+    @property
+    def active(self) -> bool:
+        return self.colour > 0 or self.blur_prob > 0 or self.noise_std > 0 or self.jpeg_prob > 0
+
+    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 (3, T, H, W) -> uint8 (3, T, H, W)."""
+        if not self.active:
+            return clip
+        x = clip.permute(1, 2, 3, 0).numpy().astype(np.float32)  # (T, H, W, 3)
+        if self.colour > 0:
+            c = self.colour
+            bright, contrast, sat = (rng.uniform(1 - c, 1 + c) for _ in range(3))
+            gain = rng.uniform(1 - c / 3, 1 + c / 3, size=3).astype(np.float32)
+            grey = x.mean(axis=-1, keepdims=True)
+            x = grey + (x - grey) * sat
+            x = (x - x.mean()) * contrast + x.mean()
+            x = x * bright * gain
+        if self.blur_prob > 0 and rng.random() < self.blur_prob:
+            sigma = rng.uniform(0.3, 1.5)
+            x = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in x])
+        if self.noise_std > 0:
+            std = rng.uniform(0, self.noise_std)
+            x = x + rng.standard_normal(x.shape, dtype=np.float32) * std
+        out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+        if self.jpeg_prob > 0 and rng.random() < self.jpeg_prob:
+            q = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            out = np.stack([_jpeg(f, q) for f in out])
+        return torch.from_numpy(np.ascontiguousarray(out)).permute(3, 0, 1, 2).contiguous()
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else frame
 
 
 # --------------------------------------------------------------------------------------- flipping

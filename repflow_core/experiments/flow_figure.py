@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rec = Recognizer.from_checkpoint(args.checkpoint, device="cpu")
-    clip = render_clip(args.action, 40, size=(128, 128), seed=args.seed)
+    clip = render_clip(args.action, 40, size=(128, 128), seed=args.seed, generation=1)
     frames = np.stack([rec.preprocess(f) for f in clip[: rec.clip_len]])
     flow = flow_of_features(rec, frames)  # (2C', T-1, H', W')
     pair = flow[:, args.pair]

@@ -15,6 +15,15 @@ Backward recomputes the forward of the image, keeping its per-iteration states (
 program's state scratch (K * 6 * H * W floats per program, independent of the batch), then sweeps back
 through the iterations with the hand-written adjoint of each step: the same algebra as the native CPU
 kernel (``tvl1_flow.cpp``), which test/test_flow_fused.py checks against autograd of the eager layer.
+Register pressure (why the backward reloads instead of keeping): a program holds BLOCK * fields floats and an SM
+has 64K registers. At 56x56 (BLOCK 4096) the ~26 fields the reverse sweep once kept live (image constants, four
+accumulators, six adjoints, temporaries) needed about twice that, and the H200 check measured the forward+backward
+~5x slower per pixel than at 28x28 (89 ms against 4.2 ms for 4x the pixels), the signature of spills to local
+memory. So the reverse sweep keeps only the six adjoints (and indices) in registers, the recomputed forward only
+u and p: the image constants grad F2 and rho_c are reloaded from the program's scratch each iteration (the Eq. 3
+threshold and 1/|grad F2|^2 recomputed from them, the same expressions as :func:`_prepare`) and the four
+constant-adjoint accumulators live in scratch (each thread updates its own elements), all L1/L2 resident.
+Scratch per program: 9 * BLOCK floats (2 stencil fields, 3 constants, 4 accumulators).
 Parameter gradients are summed per program into a float64 row (64 slots, 43 used:
 theta, lambda*theta, tau/theta, image kernels 2x9, flow kernels 2x9, divergence 4); the host sums the rows.
 """
@@ -27,6 +36,10 @@ import triton.language as tl
 # Slots of the parameter-gradient row (the native kernel's order).
 G_THETA, G_LT, G_TOT, G_IG, G_FG, G_DV, G_N = 0, 1, 2, 3, 21, 39, 43
 G_SLOTS = 64
+# Integer arguments that vary with the batch, the channels, the clip or the iterations: not specialised (Triton
+# would otherwise compile a new variant whenever one turns 1 or a multiple of 16, tens of seconds each at 56x56).
+# H and W stay specialised: their divisibility lets loads vectorise.
+_RUNTIME_INTS = ["N", "C", "T", "K", "NPROG"]
 
 
 @triton.jit
@@ -160,7 +173,7 @@ def _phase_b(u_ptr, u, px, py, fg_ptr, tot, eps, i, j, H, W, mask, SOBEL: tl.con
     return (px + tot * dx) / den, (py + tot * dy) / den
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_RUNTIME_INTS)
 def tvl1_forward_kernel(x_ptr, out_ptr, scratch_ptr, coef_ptr, ig_ptr, fg_ptr, dv_ptr, N, C, T, H, W, K, eps,
                         NPROG, SOBEL: tl.constexpr, BLOCK: tl.constexpr):
     """x (B, C, T, H, W) float32 -> out (B, 2C, T-1, H, W): u_x of every channel, then u_y (Algorithm 1)."""
@@ -241,6 +254,22 @@ def _kernel_grads3(slots, base, db_x, db_y, f_ptr, i, j, H, W, mask):
 
 
 @triton.jit
+def _load_consts(s_gx, s_gy, s_rc, offs, lt, eps):
+    """The :func:`_prepare` constants from the program's scratch: grad F2 and rho_c loaded, the Eq. 3 threshold
+    and 1/|grad F2|^2 recomputed (the same expressions as :func:`_prepare`)."""
+    gx = tl.load(s_gx + offs)
+    gy = tl.load(s_gy + offs)
+    gsq = gx * gx + gy * gy
+    return gx, gy, lt * gsq, 1.0 / (gsq + eps), tl.load(s_rc + offs)
+
+
+@triton.jit
+def _acc(ptr, offs, value):
+    """ptr[offs] += value on the program's own elements (an accumulator kept out of registers)."""
+    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+
+
+@triton.jit
 def _reverse_b(slots, u_ptr, px0, py0, pbx, pby, s_bx, s_by, ub, fg_ptr, tot, eps, i, j, H, W, mask, offs,
                SOBEL: tl.constexpr, NEED_FG: tl.constexpr):
     """Adjoint of Eq. 5 for one flow component: p1 = (p0 + tot * grad u) / den, den = 1 + tot * |grad u|.
@@ -298,7 +327,7 @@ def _reverse_div(slots, ub, s_ub, px_ptr, py_ptr, pbx, pby, theta, dv0, dv1, dv2
     return slots, pbx, pby
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_RUNTIME_INTS)
 def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr, scratch_ptr, coef_ptr, ig_ptr,
                          fg_ptr, dv_ptr, N, C, T, H, W, K, eps, NPROG, SOBEL: tl.constexpr,
                          NEED_FG: tl.constexpr, NEED_IG: tl.constexpr, BLOCK: tl.constexpr):
@@ -318,8 +347,15 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
     dv2 = tl.load(dv_ptr + 2)
     dv3 = tl.load(dv_ptr + 3)
     states = state_ptr + pid.to(tl.int64) * K * 6 * M  # per iteration k: u_x, u_y, p_xx, p_yx, p_xy, p_yy
-    s_bx = scratch_ptr + pid.to(tl.int64) * 2 * BLOCK
+    s_bx = scratch_ptr + pid.to(tl.int64) * 9 * BLOCK
     s_by = s_bx + BLOCK
+    s_gx = s_by + BLOCK  # image constants: grad F2 (x, y), rho_c
+    s_gy = s_gx + BLOCK
+    s_rc = s_gy + BLOCK
+    s_gbx = s_rc + BLOCK  # accumulated adjoints of grad F2 (x, y), rho_c, 1/|grad F2|^2
+    s_gby = s_gbx + BLOCK
+    s_rcb = s_gby + BLOCK
+    s_invb = s_rcb + BLOCK
     zero = tl.zeros([BLOCK], tl.float32)
     slots = tl.zeros([64], tl.float64)
     for n in range(pid, N, NPROG):
@@ -329,8 +365,8 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
         c = bc % C
         f1_ptr = x_ptr + (bc.to(tl.int64) * T + t) * M
         f2_ptr = f1_ptr + M
-        gx, gy, thr, inv, rc = _prepare(f1_ptr, f2_ptr, ig_ptr, offs, i, j, H, W, mask, lt, eps)
-        # --- forward, keeping every iteration's input state
+        gx, gy, _thr, _inv, rc = _prepare(f1_ptr, f2_ptr, ig_ptr, offs, i, j, H, W, mask, lt, eps)
+        # --- forward, keeping every iteration's input state (the constants reloaded per iteration, see above)
         ux = zero
         uy = zero
         pxx = zero
@@ -338,6 +374,13 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
         pxy = zero
         pyy = zero
         tl.debug_barrier()  # the previous image's reverse sweep no longer reads the states
+        tl.store(s_gx + offs, gx)
+        tl.store(s_gy + offs, gy)
+        tl.store(s_rc + offs, rc)
+        tl.store(s_gbx + offs, zero)
+        tl.store(s_gby + offs, zero)
+        tl.store(s_rcb + offs, zero)
+        tl.store(s_invb + offs, zero)
         tl.store(states + offs, zero, mask=mask)
         tl.store(states + M + offs, zero, mask=mask)
         for k in range(K):
@@ -347,6 +390,7 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
             tl.store(sk + 4 * M + offs, pxy, mask=mask)
             tl.store(sk + 5 * M + offs, pyy, mask=mask)
             tl.debug_barrier()
+            gx, gy, thr, inv, rc = _load_consts(s_gx, s_gy, s_rc, offs, lt, eps)
             ux, uy = _phase_a(ux, uy, pxx, pyx, pxy, pyy, sk + 2 * M, sk + 3 * M, sk + 4 * M, sk + 5 * M, gx, gy, thr,
                               inv, rc, theta, lt, dv0, dv1, dv2, dv3, i, j, H, W, mask)
             if k + 1 < K:
@@ -366,10 +410,6 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
         pbyx = zero
         pbxy = zero
         pbyy = zero
-        gbx = zero
-        gby = zero
-        rcb = zero
-        invb = zero
         for kk in range(K):
             k = K - 1 - kk
             sk = states + k * 6 * M
@@ -394,6 +434,7 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
             tl.debug_barrier()
             u0x = tl.load(sk + offs, mask=mask, other=0.0)
             u0y = tl.load(sk + M + offs, mask=mask, other=0.0)
+            gx, gy, thr, inv, rc = _load_consts(s_gx, s_gy, s_rc, offs, lt, eps)
             rho = rc + gx * u0x + gy * u0y
             st = _tv_step(rho, thr, inv, lt)
             sb = ubx * gx + uby * gy
@@ -402,14 +443,18 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
             slots = _slot(slots, 1, tl.sum(tl.where(mask & lo, sb, tl.where(mask & hi, -sb, 0.0)), 0))
             mid = mask & (rho >= -thr) & (rho <= thr)
             rb = tl.where(mid, -sb * inv, 0.0)
-            invb += tl.where(mid, -sb * rho, 0.0)
-            rcb += rb
-            gbx += ubx * st + rb * u0x
-            gby += uby * st + rb * u0y
+            _acc(s_invb, offs, tl.where(mid, -sb * rho, 0.0))
+            _acc(s_rcb, offs, rb)
+            _acc(s_gbx, offs, ubx * st + rb * u0x)
+            _acc(s_gby, offs, uby * st + rb * u0y)
             ubx += rb * gx
             uby += rb * gy
         # through the image constants: inv = 1 / (|g|^2 + eps), rho_c = f2 - f1, g = grad F2
-        gsqb = -invb * inv * inv
+        gx, gy, thr, inv, rc = _load_consts(s_gx, s_gy, s_rc, offs, lt, eps)
+        rcb = tl.load(s_rcb + offs)
+        gsqb = -tl.load(s_invb + offs) * inv * inv
+        gbx = tl.load(s_gbx + offs)
+        gby = tl.load(s_gby + offs)
         gbx = tl.where(mask, gbx + 2.0 * gx * gsqb, 0.0)
         gby = tl.where(mask, gby + 2.0 * gy * gsqb, 0.0)
         if NEED_IG:

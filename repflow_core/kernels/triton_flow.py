@@ -12,9 +12,9 @@ coef = [theta, lambda*theta, tau/theta], image kernels (2, 9), flow kernels (2, 
 Float16/bfloat16 inputs are computed in float32 and cast back. Limits: H * W <= :data:`MAX_PIXELS`
 (one program holds a whole image in registers), no double backward.
 
-Memory: forward keeps 6 * next_pow2(H*W) floats of scratch per program; backward K * 6 * H * W floats of
-iteration states per program (transient). Programs are capped so the backward scratch stays under
-``REPFLOW_TRITON_SCRATCH_MB`` (default 1024), whatever the batch.
+Memory: forward keeps 6 * next_pow2(H*W) floats of scratch per program; backward 9 * next_pow2(H*W) floats of
+scratch and K * 6 * H * W floats of iteration states per program (transient). Programs are capped so the
+backward scratch stays under ``REPFLOW_TRITON_SCRATCH_MB`` (default 1024), whatever the batch.
 """
 
 from __future__ import annotations
@@ -88,9 +88,22 @@ def _block(h: int, w: int) -> int:
     return max(16, 1 << (h * w - 1).bit_length())
 
 
-def _num_warps(block: int) -> int:
-    # ~8-16 pixels per thread: one thread's share of each field stays in registers.
-    return max(4, min(16, block // 512))
+# (kernel, BLOCK) -> num_warps, overriding :func:`_num_warps` (gpu_check's in-run sweep; tests).
+_WARPS_OVERRIDE: dict[tuple[str, int], int] = {}
+
+
+def _num_warps(block: int, kernel: str) -> int:
+    """Warps per program. A program holds BLOCK * fields floats in registers and an SM has 64K registers, so a
+    thread's cap falls as warps rise (255 up to 8 warps, 128 at 16, 64 at 32); what matters is the elements per
+    thread times the live fields staying under that cap. Forward (~13 fields): 8-16 elements per thread, 8 warps
+    at 56x56 (measured 9-11x eager on an H200). Backward (~17 fields in the reverse sweep, more code): 4-8
+    elements per thread, 4 warps at <= 32x32, 8 at 2048 pixels, 16 at 56x56, 32 beyond."""
+    override = _WARPS_OVERRIDE.get((kernel, block))
+    if override:
+        return override
+    if kernel == "forward":
+        return max(4, min(16, block // 512))
+    return max(4, min(32, block // 256))
 
 
 def _programs(n: int, per_program_floats: int, device: torch.device, override: int | None = None) -> int:
@@ -127,7 +140,7 @@ def _forward(x, coef, image_kernels, flow_kernels, div_kernels, iterations: int,
     ig, fg, dv = (k.detach().float().contiguous() for k in (image_kernels, flow_kernels, div_kernels))
     mod.tvl1_forward_kernel[(nprog,)](x, out, scratch, coef.detach().float().contiguous(), ig, fg, dv, n, c, t, h, w,
                                       iterations, eps, nprog, SOBEL=bool(sobel), BLOCK=block,
-                                      num_warps=_num_warps(block))
+                                      num_warps=_num_warps(block, "forward"))
     return out
 
 
@@ -137,9 +150,9 @@ def _backward(grad_out, x, coef, image_kernels, flow_kernels, div_kernels, itera
     x, grad_out = x.contiguous(), grad_out.contiguous().float()
     b, c, t, h, w = x.shape
     n, block = _launch_args(x)
-    nprog = _programs(n, iterations * 6 * h * w, x.device, _GRID_OVERRIDE["programs"])
+    nprog = _programs(n, iterations * 6 * h * w + 9 * block, x.device, _GRID_OVERRIDE["programs"])
     states = x.new_empty(nprog * iterations * 6 * h * w)
-    scratch = x.new_empty(nprog * 2 * block)
+    scratch = x.new_empty(nprog * 9 * block)
     gf1 = x.new_empty((b, c, t - 1, h, w))
     gf2 = x.new_empty((b, c, t - 1, h, w))
     gpar = torch.zeros((nprog, mod.G_SLOTS), dtype=torch.float64, device=x.device)
@@ -149,7 +162,7 @@ def _backward(grad_out, x, coef, image_kernels, flow_kernels, div_kernels, itera
         mod.tvl1_backward_kernel[(nprog,)](x, grad_out, gf1, gf2, gpar, states, scratch, coef32, ig, fg, dv,
                                            n, c, t, h, w, iterations, eps, nprog, SOBEL=bool(sobel),
                                            NEED_FG=bool(need_kernels & 2), NEED_IG=bool(need_kernels & 4), BLOCK=block,
-                                           num_warps=_num_warps(block))
+                                           num_warps=_num_warps(block, "backward"))
     grad_x = torch.zeros_like(x)
     grad_x[:, :, :-1] += gf1
     grad_x[:, :, 1:] += gf2

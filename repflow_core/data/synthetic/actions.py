@@ -14,7 +14,7 @@ Ranges (both generations): speed factor :data:`SPEED_RANGE`; a transitional acti
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -47,7 +47,7 @@ class CameraConfig:
     compression_prob: float = 0.8
     jpeg_quality: tuple[int, int] = (40, 95)  # at compression level 1
 
-    def validate(self) -> "CameraConfig":
+    def validate(self) -> CameraConfig:
         for name in ("motion_prob", "flicker_prob", "compression_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"camera.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -335,5 +335,6 @@ def _draw_figure(
         _draw_box(cv, box[0], box[1], app.box)
     for side in _SIDES:
         cv.line(pts[f"{side}_shoulder"], pts[f"{side}_elbow"], b.arm_w, app.shirt)
-        cv.line(pts[f"{side}_elbow"], pts[f"{side}_hand"], b.arm_w * 0.85, app.shirt if style.long_sleeves else app.skin)
+        sleeve = app.shirt if style.long_sleeves else app.skin
+        cv.line(pts[f"{side}_elbow"], pts[f"{side}_hand"], b.arm_w * 0.85, sleeve)
         cv.circle(pts[f"{side}_hand"], b.hand_r, app.skin)

@@ -21,8 +21,22 @@ import numpy as np
 
 from .actions import _POSE_FUNCS, _rest_pose, _smoothstep
 from .camera import CameraConfig, CameraPipeline, camera_track
-from .figure import BODY, PLAIN, _Appearance, _Canvas, _colour, _draw_box, _draw_figure, _draw_stool
-from .figure import _forward_kinematics, _Layout, _Props, _skin_colour, random_body, random_style
+from .figure import (
+    BODY,
+    PLAIN,
+    _Appearance,
+    _Canvas,
+    _colour,
+    _draw_box,
+    _draw_figure,
+    _draw_stool,
+    _forward_kinematics,
+    _Layout,
+    _Props,
+    _skin_colour,
+    random_body,
+    random_style,
+)
 from .scene import Scene, SceneConfig, draw_ball, draw_door, draw_furniture, room_background
 
 DEFAULT_GENERATION = 2
@@ -41,7 +55,7 @@ class PersonConfig:
     partial_prob: float = 0.3
     partial: float = 0.35
 
-    def validate(self) -> "PersonConfig":
+    def validate(self) -> PersonConfig:
         if self.position not in POSITIONS:
             raise ValueError(f"person.position must be one of {POSITIONS}, got {self.position!r}")
         lo, hi = self.height
@@ -62,12 +76,12 @@ class SynthConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
 
-    def validate(self) -> "SynthConfig":
+    def validate(self) -> SynthConfig:
         self.person.validate(), self.scene.validate(), self.camera.validate()
         return self
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "SynthConfig":
+    def from_dict(cls, d: dict | None) -> SynthConfig:
         cfg = cls()
         for section, values in (d or {}).items():
             if section not in ("person", "scene", "camera"):
@@ -101,7 +115,8 @@ def _place(rng: np.random.Generator, cfg: PersonConfig, height: int, width: int)
 
 
 def _appearance(rng: np.random.Generator) -> _Appearance:
-    return _Appearance(skin=_skin_colour(rng), hair=_colour(rng, 10, 120), shirt=_colour(rng), pants=_colour(rng, 10, 200),
+    return _Appearance(skin=_skin_colour(rng), hair=_colour(rng, 10, 120), shirt=_colour(rng),
+                       pants=_colour(rng, 10, 200),
                        shoes=_colour(rng, 0, 90), box=_colour(rng, 60, 240), stool=_colour(rng, 40, 200),
                        background=None, noise_sigma=0.0)
 

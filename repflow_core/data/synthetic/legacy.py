@@ -15,8 +15,18 @@ import cv2
 import numpy as np
 
 from .actions import _POSE_FUNCS, SPEED_RANGE, _rest_pose
-from .figure import _Appearance, _Canvas, _colour, _draw_box, _draw_figure, _draw_stool, _forward_kinematics
-from .figure import _Layout, _Props, _skin_colour
+from .figure import (
+    _Appearance,
+    _Canvas,
+    _colour,
+    _draw_box,
+    _draw_figure,
+    _draw_stool,
+    _forward_kinematics,
+    _Layout,
+    _Props,
+    _skin_colour,
+)
 
 SCALE_RANGE = (0.55, 0.85)  # standing height / frame height
 HEADROOM = 0.12  # free space above the head (figure heights) so a raised hand stays in frame

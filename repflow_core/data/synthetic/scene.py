@@ -36,7 +36,7 @@ class SceneConfig:
     occlusion: float = 0.2
     prop_prob: float = 0.35  # a stool / box near the person in actions that do not need one
 
-    def validate(self) -> "SceneConfig":
+    def validate(self) -> SceneConfig:
         for name in ("clutter_prob", "door_prob", "ball_prob", "second_person_prob", "occlusion", "prop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"scene.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -1,0 +1,153 @@
+"""On-the-fly synthetic data: generation-2 clips rendered per item, never written to disk.
+
+``data.layout: synthetic_stream`` trains on :class:`SyntheticStreamDataset` (built by :func:`stream_datasets`):
+
+* training: ``synthetic.train_clips`` items per epoch; item ``i`` of epoch ``e`` renders a fresh seed derived
+  from (seed, "train", e, i), so every epoch sees new clips (a fixed-size epoch of an endless stream);
+* validation / test: ``val_clips`` / ``test_clips`` fixed seeds (the same every epoch and every run).
+  Seeds are disjoint between the three splits *by construction*: the two low bits of every render seed are
+  the split's code (0 train, 1 val, 2 test).
+
+Labels are balanced (item ``i`` has class ``i mod K``). Each item's camera geometry (``synthetic.geometries``,
+"WxH") is drawn at random for training and cycled evenly for validation / test (so every class meets every
+geometry). Clips are rendered natively at ``render_scale`` of the geometry (the figure, room and camera
+are drawn at that resolution; it only changes how much detail there is before the frame is reduced to the
+model input, e.g. 640x480 at 0.5 = 320x240 -> 112), never below ``data.resize_short`` on the short side
+(so nothing is upscaled); the test split always renders at full size.
+
+Geometry then follows the policy ``data.crop`` (data/transforms.py): training = :func:`random_geometry` +
+flip policy + :class:`Photometric`; evaluation = :func:`eval_clip`, exactly ``Recognizer.preprocess``.
+Items are ``(uint8 (3, T, S, S), label, index)`` like :class:`repflow_core.data.dataset.VideoClipDataset`,
+and the epoch lives in shared memory, so DataLoader workers (also persistent ones) see :meth:`set_epoch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import FlipPolicy, Photometric, eval_clip, random_geometry
+
+__all__ = ["SPLIT_CODES", "SyntheticStreamDataset", "parse_geometry", "render_seed", "stream_datasets"]
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+_MIN_RENDER_SIDE = 16  # synthetic.MIN_SIZE
+
+
+def parse_geometry(text: str) -> tuple[int, int]:
+    """``"640x360"`` (width x height, as cameras are named) -> (height, width) = (360, 640)."""
+    parts = str(text).lower().split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"synthetic geometry {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if min(w, h) < _MIN_RENDER_SIDE or max(w, h) > 4096 or max(w, h) > 8 * min(w, h):
+        raise ValueError(f"synthetic geometry {text!r}: sides must be {_MIN_RENDER_SIDE}-4096 px, aspect <= 8:1")
+    return h, w
+
+
+def render_seed(seed: int, split: str, epoch: int, index: int) -> int:
+    """The render seed of one item: a 62-bit hash of (seed, split, epoch, index) shifted left by 2, plus the
+    split's code, so no seed is ever shared by two splits."""
+    digest = hashlib.sha256(repr((int(seed), split, int(epoch), int(index))).encode()).digest()
+    return ((int.from_bytes(digest[:8], "little") & ((1 << 60) - 1)) << 2) | SPLIT_CODES[split]
+
+
+class SyntheticStreamDataset(Dataset):
+    """``length`` generation-2 clips of ``classes``, rendered when asked for (see the module docstring)."""
+
+    def __init__(self, classes: Sequence[str], data_cfg: Any, syn_cfg: Any, split: str, length: int,
+                 seed: int = 0, render_scale: float | None = None) -> None:
+        if split not in SPLIT_CODES:
+            raise ValueError(f"split must be one of {list(SPLIT_CODES)}, got {split!r}")
+        from .synthetic import SynthConfig
+
+        self.classes = list(classes)
+        self.cfg, self.split, self.length, self.seed = data_cfg, split, int(length), int(seed)
+        self.train = split == "train"
+        self.generation = int(syn_cfg.generation)
+        self.synth = SynthConfig.from_dict(dict(syn_cfg.generator or {})) if self.generation == 2 else None
+        self.geometries = [parse_geometry(g) for g in syn_cfg.geometries]
+        self.render_scale = float(syn_cfg.render_scale if render_scale is None else render_scale)
+        self.flip = FlipPolicy.from_config(data_cfg, self.classes)
+        self.photometric = Photometric(colour=data_cfg.colour_jitter, blur_prob=data_cfg.blur_prob,
+                                       noise_std=data_cfg.noise_std, jpeg_prob=data_cfg.jpeg_prob)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def labels(self) -> list[int]:
+        return [i % len(self.classes) for i in range(self.length)]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return (3, self.cfg.clip_len, self.cfg.size, self.cfg.size)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training: select epoch ``epoch``'s clips (seen by running workers). Validation / test: no effect."""
+        self._epoch[0] = int(epoch)
+
+    def geometry(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
+        """(height, width) of item ``index``: random for training, cycled over the list for evaluation."""
+        if self.train:
+            return self.geometries[int(rng.integers(len(self.geometries)))]
+        return self.geometries[(index // len(self.classes)) % len(self.geometries)]
+
+    def render_size(self, geometry: tuple[int, int]) -> tuple[int, int]:
+        h, w = geometry
+        # Never below what the model input needs (short side resize_short) nor the generator's minimum.
+        floor = min(1.0, max(self.cfg.resize_short, self.cfg.size, _MIN_RENDER_SIDE) / min(h, w))
+        s = max(self.render_scale, floor)
+        return max(_MIN_RENDER_SIDE, round(h * s)), max(_MIN_RENDER_SIDE, round(w * s))
+
+    def render(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
+        """The raw clip (T, H, W, 3) of item ``index`` in the current epoch, its label and its rng."""
+        from .synthetic import render_clip
+
+        epoch = self.epoch if self.train else 0
+        seed = render_seed(self.seed, self.split, epoch, index)
+        rng = np.random.default_rng([seed, 1])  # augmentation draws independent of the renderer's stream
+        label = index % len(self.classes)
+        cfg = self.cfg
+        frames = (cfg.clip_len - 1) * cfg.frame_stride + 1
+        clip = render_clip(self.classes[label], frames, self.render_size(self.geometry(index, rng)), seed,
+                           generation=self.generation, config=self.synth)
+        return clip[:: cfg.frame_stride], label, rng
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        if not 0 <= index < self.length:
+            raise IndexError(f"item {index} of a synthetic stream of {self.length}")
+        clip, label, rng = self.render(index)
+        cfg = self.cfg
+        if not self.train:
+            return eval_clip(clip, cfg.size, max(cfg.resize_short, cfg.size), cfg.crop), label, index
+        x = random_geometry(clip, cfg.size, cfg.crop, cfg.scale_jitter, cfg.aspect_jitter, rng)
+        x, label = self.flip.apply(x, label, rng)
+        return self.photometric(x, rng), int(label), index
+
+
+def stream_datasets(cfg: Any) -> tuple[list[str], SyntheticStreamDataset, SyntheticStreamDataset | None,
+                                       SyntheticStreamDataset | None]:
+    """(classes, train, val, test) streams for a TrainConfig with ``data.layout: synthetic_stream``
+    (val / test None when their size is 0). Classes: the generator's default ACTIONS."""
+    from .synthetic import ACTIONS
+
+    syn, d = cfg.synthetic, cfg.data
+    classes = list(ACTIONS)
+    train = SyntheticStreamDataset(classes, d, syn, "train", syn.train_clips, syn.seed)
+    val = SyntheticStreamDataset(classes, d, syn, "val", syn.val_clips, syn.seed) if syn.val_clips else None
+    test = (SyntheticStreamDataset(classes, d, syn, "test", syn.test_clips, syn.seed, render_scale=1.0)
+            if syn.test_clips else None)
+    return classes, train, val, test
