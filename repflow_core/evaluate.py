@@ -5,6 +5,7 @@ Usage::
     python -m repflow_core.evaluate --checkpoint runs/synthetic/best.pt --config config/train_synthetic.yaml
     python -m repflow_core.evaluate --checkpoint runs/ucf/best.pt --config config/train_ucf101.yaml \\
         --set data.root=/data/UCF101 data.split=1 --clips 10 --crops 3 --out runs/ucf/eval_split1
+    python -m repflow_core.evaluate --checkpoint CKPT --robustness   # no dataset: see repflow_core/robustness.py
     python -m repflow_core.evaluate --checkpoint CKPT --bag BAG --topic TOPIC [--spans SPANS.csv] [--out DIR]
 
 Protocol: every test video gives ``clips`` evenly spaced clips x ``crops`` crops (1 = centre, 3 = along

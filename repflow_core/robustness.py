@@ -29,12 +29,13 @@ ones instead (any ``WxH`` with both sides >= 16 is accepted as a geometry).
 Clips and seeds
 ---------------
 A cell holds ``clips_per_cell`` clips (default 2 per class), class ``i % K`` for clip ``i``; clip ``j`` of
-class ``c`` has seed ``ROBUSTNESS_SEED_BASE + c * SEEDS_PER_CLASS + j`` = 10,000,000,000 + c x 10,000 + j,
-the same in every cell (a paired design: a factor's effect is not drowned by a different draw of people). No
-training set or demo stream can use these seeds: ``write_dataset`` derives its clip seeds by SeedSequence
-hashing into 32 bits (< 2**32 = 4,294,967,296) and ``camera_sim`` uses ``(seed * 1,000,003 + clip index) mod
-(2**31 - 1)``; a base inside the 32-bit range would not do (10,000,000 is hit by the default training seed's
-460th clip of ``walk_left``).
+class ``c`` has seed ``10,000,000,000 + 4 * (c * 10,000 + j) + 3``, the same in every cell (a paired design: a
+factor's effect is not drowned by a different draw of people). No training set or demo stream can use these
+seeds, by construction: ``write_dataset`` derives its clip seeds by SeedSequence hashing into 32 bits
+(< 2**32 = 4,294,967,296), ``camera_sim`` uses ``(seed * 1,000,003 + clip index) mod (2**31 - 1)``, and the
+on-the-fly ``synthetic_stream`` ends every seed in its split's code 0, 1 or 2 (mod 4), never 3. A base inside
+the 32-bit range would not do: 10,000,000 + 10,000 c + j is hit by the default training seed's 460th clip of
+``walk_left``.
 
 Scoring, as the node does
 -------------------------
@@ -60,7 +61,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomic_io import atomic_write_text
-from .data.synthetic import ALL_ACTIONS, MIN_SIZE, SynthConfig, render_clip
+from .data.synthetic import ALL_ACTIONS, SynthConfig, render_clip
+from .data.synthetic_stream import parse_geometry as _parse_stream_geometry
 
 __all__ = ["FACTORS", "GEOMETRIES", "MATRICES", "ROBUSTNESS_SEED_BASE", "Cell", "RobustnessConfig",
            "RobustnessError", "build_matrix", "clip_seed", "format_table", "parse_geometry", "run_robustness",
@@ -68,7 +70,9 @@ __all__ = ["FACTORS", "GEOMETRIES", "MATRICES", "ROBUSTNESS_SEED_BASE", "Cell", 
 
 # Above 2**32: write_dataset's hashed clip seeds are 32-bit and camera_sim's are below 2**31, so no training set
 # or demo stream can ever hold one of these clips (a base of 10**7 was hit by write_dataset's seeds at 460 clips).
+# And = 3 (mod 4): synthetic_stream's seeds end in their split's code 0, 1 or 2 (SPLIT_CODES).
 ROBUSTNESS_SEED_BASE = 10_000_000_000
+SEED_CODE = 3
 SEEDS_PER_CLASS = 10_000
 DEFAULT_CLIP_FRAMES = 40  # config/train_synthetic.yaml synthetic.num_frames, for checkpoints that do not say
 DEFAULT_CLIPS_PER_CLASS = 2
@@ -104,18 +108,14 @@ class RobustnessError(ValueError):
 
 
 def parse_geometry(name: str) -> tuple[int, int]:
-    """``"640x480"`` (width x height) -> (480, 640); any size with both sides >= MIN_SIZE."""
+    """``"640x480"`` (width x height) -> (480, 640), with the training stream's bounds (sides 16-4096 px,
+    aspect at most 8:1: what a synthetic render and Recognizer.preprocess both take)."""
     if name in GEOMETRIES:
         return GEOMETRIES[name]
-    parts = str(name).lower().split("x")
     try:
-        w, h = (int(p) for p in parts)
-    except ValueError:
-        raise RobustnessError(f"geometry {name!r} is not WIDTHxHEIGHT (e.g. 640x480); named ones: "
-                              f"{', '.join(GEOMETRIES)}") from None
-    if min(w, h) < MIN_SIZE:
-        raise RobustnessError(f"geometry {name!r}: both sides must be >= {MIN_SIZE} px")
-    return h, w
+        return _parse_stream_geometry(name)
+    except ValueError as exc:
+        raise RobustnessError(f"{exc}; named ones: {', '.join(GEOMETRIES)}") from None
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def clip_seed(class_index: int, repetition: int) -> int:
     """Seed of clip ``repetition`` of class ``class_index`` (the same in every cell)."""
     if not 0 <= repetition < SEEDS_PER_CLASS:
         raise RobustnessError(f"at most {SEEDS_PER_CLASS} clips per class per cell, got index {repetition}")
-    return ROBUSTNESS_SEED_BASE + class_index * SEEDS_PER_CLASS + repetition
+    return ROBUSTNESS_SEED_BASE + 4 * (class_index * SEEDS_PER_CLASS + repetition) + SEED_CODE
 
 
 @dataclass
@@ -221,8 +221,7 @@ def score_clip(recognizer, frames: np.ndarray, windows: int) -> np.ndarray:
     return np.asarray(recognizer.predict(batch), dtype=np.float64).reshape(len(batch), -1)
 
 
-def run_robustness(recognizer, cfg: RobustnessConfig, clip_frames: int, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> list[dict]:
+def run_robustness(recognizer, cfg: RobustnessConfig, clip_frames: int, progress: bool = True) -> list[dict]:
     """Render and score every clip of the matrix; one record per clip (cell, action, seed, probabilities)."""
     cfg.validate()
     labels = list(recognizer.labels)
@@ -370,7 +369,7 @@ def robustness_report(checkpoint: str | Path | None, cfg: RobustnessConfig, out_
     log(f"robustness of {source}: {len(cells)} cells x {per_cell} clips of {frames} frames (generation 2, seeds "
         f"{ROBUSTNESS_SEED_BASE}+), {cfg.windows} windows of {rec.clip_len} frames per clip")
     start = time.perf_counter()
-    records = run_robustness(rec, cfg, frames, progress=progress, log=log)
+    records = run_robustness(rec, cfg, frames, progress=progress)
     seconds = time.perf_counter() - start
     summary = summarise(records, cells, rec.labels)
     log(format_table(summary) + f" ({seconds:.0f} s)")
@@ -422,7 +421,10 @@ def option_conflicts(args, parser) -> list[str]:
         if getattr(args, "overrides", None) or any(k.startswith("short_") and v is not None
                                                    for k, v in vars(args).items()):
             given.append("set/--data-root/--num-workers")
-        return [f"--{d.replace('_', '-')} applies to the dataset evaluation, not to --robustness" for d in given]
+        out = [f"--{d.replace('_', '-')} applies to the dataset evaluation, not to --robustness" for d in given]
+        if getattr(args, "bag", None):
+            out.append("--bag and --robustness are two different evaluations: pick one")
+        return out
     given = [d for d in ROBUSTNESS_ONLY if getattr(args, d, None) is not None]
     return [f"--{d.replace('_', '-')} needs --robustness" for d in given]
 

@@ -293,8 +293,11 @@ def test_truncated_frames_dropped_and_counted(drv, alive):
 
 def test_size_change_resets_window(drv, alive):
     since = time.monotonic()
-    drv.send(12)
-    bigger = drv.send(20, size=(80, 60))
+    # Stamps 30 fps apart whatever the sending speed: a sender stalled by a loaded machine must not turn the size
+    # change into a frame_gap reset (which takes precedence).
+    t0 = time.time_ns()
+    drv.send(12, stamps=[t0 + i * 33_333_333 for i in range(12)])
+    bigger = drv.send(20, size=(80, 60), stamps=[t0 + (12 + i) * 33_333_333 for i in range(20)])
     values = drv.wait_diag(lambda v: int_value(v, "window_resets_size_change") >= 1, since=since)
     assert values is not None, drv.diag()
     preds = drv.wait_predictions_for(bigger, since)

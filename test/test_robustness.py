@@ -14,6 +14,7 @@ from repflow_core.atomic_io import default_file_mode
 from repflow_core.checkpoint import Checkpoint, InputSpec, save_checkpoint
 from repflow_core.data.synthetic import ACTIONS, ALL_ACTIONS, _clip_seed, _render, render_clip
 from repflow_core.data.synthetic.camera import camera_track
+from repflow_core.data.synthetic_stream import SPLIT_CODES
 from repflow_core.model import ActionNet, ModelConfig
 from repflow_core.robustness import (
     FACTORS,
@@ -53,10 +54,11 @@ def test_matrix_is_fixed_bounded_and_covers_every_geometry_and_factor():
 def test_seeds_are_fixed_unique_and_outside_every_training_set():
     seeds = {clip_seed(c, j) for c in range(len(ALL_ACTIONS)) for j in range(50)}
     assert len(seeds) == len(ALL_ACTIONS) * 50
-    lo, hi = ROBUSTNESS_SEED_BASE, ROBUSTNESS_SEED_BASE + len(ALL_ACTIONS) * SEEDS_PER_CLASS
+    lo, hi = ROBUSTNESS_SEED_BASE, ROBUSTNESS_SEED_BASE + 4 * len(ALL_ACTIONS) * SEEDS_PER_CLASS
     assert all(lo <= s < hi for s in seeds)
     # write_dataset's clip seeds are 32-bit hashes and camera_sim's are below 2**31: the range is beyond both
-    assert lo >= 2**32
+    assert lo >= 2**32 and all(s % 4 == robustness.SEED_CODE for s in seeds)
+    assert robustness.SEED_CODE not in SPLIT_CODES.values()  # the on-the-fly training stream's seed codes
     train = [_clip_seed(seed, ci, i) for seed in (0, 1, 12345) for ci in range(len(ALL_ACTIONS)) for i in range(200)]
     assert max(train) < 2**32
     with pytest.raises(RobustnessError, match="at most"):
@@ -192,8 +194,9 @@ def test_a_failed_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
     (["--clips-per-cell", "0"], "--clips-per-cell must be >= 1"),
     (["--windows", "0"], "--windows must be >= 1"),
     (["--factors", "still,rain"], "unknown factor 'rain'"),
-    (["--geometries", "640by480"], "is not WIDTHxHEIGHT"),
-    (["--geometries", "8x8"], "both sides must be >= 16"),
+    (["--geometries", "640by480"], "expected WIDTHxHEIGHT"),
+    (["--geometries", "8x8"], "sides must be 16-4096 px"),
+    (["--geometries", "1000x16"], "aspect <= 8:1"),
     (["--clip-frames", "2"], "shorter than one window"),
 ])
 def test_bad_robustness_options_are_refused_clearly(tmp_path, capsys, extra, message):
@@ -208,6 +211,7 @@ def test_bad_robustness_options_are_refused_clearly(tmp_path, capsys, extra, mes
     (["--robustness", "--clips", "3"], "--clips applies to the dataset evaluation"),
     (["--robustness", "--set", "data.root=/x"], "applies to the dataset evaluation"),
     (["--matrix", "full"], "--matrix needs --robustness"),
+    (["--robustness", "--bag", "x.db3"], "pick one"),
     (["--robustness", "--matrix", "huge"], "invalid choice"),
 ])
 def test_options_of_the_other_mode_are_refused(tmp_path, capsys, argv, message):
@@ -221,3 +225,17 @@ def test_a_checkpoint_of_other_classes_is_refused(tmp_path, capsys):
     code, _, err = _run(["--checkpoint", str(ckpt), "--robustness", "--no-progress", "--device", "cpu"], capsys)
     assert code == 2 and "'Basketball'" in err and "synthetic actions" in err
     assert set(ACTIONS) <= set(ALL_ACTIONS)
+
+
+def test_heat_map_draws_unmeasured_cells_and_refuses_mismatched_shapes(tmp_path):
+    from repflow_core import viz
+
+    values = np.array([[0.0, 0.5, float("nan")], [1.0, 0.25, 0.9]])
+    img = viz.plot_heatmap(values, ["128x128", "640x360"], ["still", "left", "right"], tmp_path / "h.png",
+                           counts=np.array([[2, 2, 0], [2, 4, 2]]), run_name="tiny")
+    assert img.ndim == 3 and img.dtype == np.uint8
+    assert np.array_equal(cv2.cvtColor(cv2.imread(str(tmp_path / "h.png")), cv2.COLOR_BGR2RGB), img)
+    with pytest.raises(ValueError, match="do not match 3 rows"):
+        viz.plot_heatmap(values, ["a", "b", "c"], ["x", "y", "z"])
+    with pytest.raises(ValueError, match="counts"):
+        viz.plot_heatmap(values, ["a", "b"], ["x", "y", "z"], counts=np.zeros((3, 3)))

@@ -198,3 +198,20 @@ def test_unsupported_encodings_and_oversized_frames_are_counted_by_cause(tmp_pat
              str(tmp_path / "data2"), "--max-image-pixels", "1000")  # 64 x 48 = 3072 pixels per frame
     assert r.returncode == 1
     assert "dropped: too_large 30" in r.stdout
+
+
+def test_bag_damaged_part_way_keeps_the_clips_before_the_damage(tmp_path):
+    bag = write_bag(tmp_path / "mid", "ros1", "/cam/image", colour_frames([COLOURS["red"]], 30, h=96, w=128),
+                    TIMES)
+    size = bag.stat().st_size
+    with open(bag, "r+b") as fh:  # overwrite records 60% of the way in: the first records still read
+        fh.seek(int(size * 0.6))
+        fh.write(b"\xff" * 2000)
+    out = tmp_path / "data"
+    spans = _spans(tmp_path, "label,start,end\nred,0,1\nred,1.0,3\n")
+    r = _run("--bag", str(bag), "--topic", "/cam/image", "--spans", str(spans), "--out", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "is damaged after" in r.stderr and "messages of '/cam/image'" in r.stderr
+    rows = list(csv.DictReader(open(out / "index.csv", encoding="utf-8")))
+    assert [r["path"] for r in rows] == ["red/mid_000.avi"]
+    assert len(read_video(out / "red" / "mid_000.avi")) == 11  # 0.0 .. 1.0 s inclusive

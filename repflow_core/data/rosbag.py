@@ -353,22 +353,26 @@ def extract_clips(bag: str | os.PathLike, topic: str, spans: Sequence[Span], out
         clips.append(ClipInfo(path, span.label, times[0], times[-1], len(frames)))
         log(f"  {path.relative_to(out)}: {len(frames)} frames, {times[0]:.2f}-{times[-1]:.2f} s")
 
-    for frame in iter_frames(bag, topic, stats, limits):
-        while pending and pending[0].start <= frame.t:
-            s = pending.pop(0)
-            open_spans[s.index] = (s, [], [])
-        for idx in list(open_spans):
-            s, frames, times = open_spans[idx]
-            if frame.t > s.end:
-                del open_spans[idx]
-                if frames:
-                    close(s, frames, times)
-                continue
-            if frames and frame.rgb.shape != frames[0].shape:
-                size_drops[s.index] += 1
-                continue
-            frames.append(frame.rgb)
-            times.append(frame.t)
+    try:
+        for frame in iter_frames(bag, topic, stats, limits):
+            while pending and pending[0].start <= frame.t:
+                s = pending.pop(0)
+                open_spans[s.index] = (s, [], [])
+            for idx in list(open_spans):
+                s, frames, times = open_spans[idx]
+                if frame.t > s.end:
+                    del open_spans[idx]
+                    if frames:
+                        close(s, frames, times)
+                elif frames and frame.rgb.shape != frames[0].shape:
+                    size_drops[s.index] += 1
+                else:
+                    frames.append(frame.rgb)
+                    times.append(frame.t)
+    except BagError:
+        if clips:  # a bag damaged part-way: the clips completed before the damage stay listed
+            _update_index(out, clips, bag, topic)
+        raise
     for s, frames, times in open_spans.values():  # spans still open at the end of the bag
         if frames:
             close(s, frames, times)

@@ -137,7 +137,7 @@ def format_tables(summary: dict) -> str:
     results = summary["results"]
     flow_study = [k for k in results if k in VARIANT_NAMES]
     parts = []
-    if flow_study:
+    if set(flow_study) - {"none"}:  # RGB only alone is the first row of the location table below
         parts.append(format_table({"results": {k: results[k] for k in flow_study}}))
     locations = [loc for loc in LOCATIONS if f"none@{loc}" in results]
     if locations:
@@ -193,14 +193,17 @@ def plot_results(results: dict, path: Path) -> Path | None:
         viz.plot_per_class(results, path)
         return path
     locations = [loc for loc in LOCATIONS if any(k.endswith(f"@{loc}") for k in results)]
+    categories = [f"flow @ {loc}" for loc in locations]
+    lead: list = []  # the RGB-only baseline gets a group of its own, before the flow locations
     series = {}
     if "none" in results:
-        series["RGB only"] = [results["none"]["video_top1"] if i == 0 else None for i in range(len(locations))]
+        categories, lead = ["no flow layer"] + categories, [None]
+        series["RGB only"] = [results["none"]["video_top1"]] + [None] * len(locations)
     for f in FUSIONS:
         values = [results.get(f"{f}@{loc}", {}).get("video_top1") for loc in locations]
         if any(v is not None for v in values):
-            series["flow, no fusion" if f == "none" else f"{FUSION_NAMES[f]} fusion"] = values
-    viz.plot_grouped_bars([f"flow @ {loc}" for loc in locations], series, path, title="held-out split",
+            series["flow, no fusion" if f == "none" else f"{FUSION_NAMES[f]} fusion"] = lead + values
+    viz.plot_grouped_bars(categories, series, path, title="held-out split",
                           ylabel="video top-1 (%)", what="flow location and RGB + flow fusion")
     return path
 

@@ -39,7 +39,7 @@ G_SLOTS = 64
 # Integer arguments that vary with the batch, the channels, the clip or the iterations: not specialised (Triton
 # would otherwise compile a new variant whenever one turns 1 or a multiple of 16, tens of seconds each at 56x56).
 # H and W stay specialised: their divisibility lets loads vectorise.
-_RUNTIME_INTS = ["N", "C", "T", "K", "NPROG"]
+_RUNTIME_INTS = ["N", "C", "T", "K", "NPROG", "ZERO"]
 
 
 @triton.jit
@@ -329,9 +329,12 @@ def _reverse_div(slots, ub, s_ub, px_ptr, py_ptr, pbx, pby, theta, dv0, dv1, dv2
 
 @triton.jit(do_not_specialize=_RUNTIME_INTS)
 def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr, scratch_ptr, coef_ptr, ig_ptr,
-                         fg_ptr, dv_ptr, N, C, T, H, W, K, eps, NPROG, SOBEL: tl.constexpr,
+                         fg_ptr, dv_ptr, N, C, T, H, W, K, eps, NPROG, ZERO, SOBEL: tl.constexpr,
                          NEED_FG: tl.constexpr, NEED_IG: tl.constexpr, BLOCK: tl.constexpr):
-    """Gradients of sum(out * gout): gf1/gf2 (N, H*W) w.r.t. each image's F1 and F2, gpar (NPROG, 64) rows."""
+    """Gradients of sum(out * gout): gf1/gf2 (N, H*W) w.r.t. each image's F1 and F2, gpar (NPROG, 64) rows.
+    ZERO is a runtime 0 added to the pixel index at the top of each iteration: the stencils' neighbour indices
+    and edge masks then depend on the iteration, so the compiler cannot hoist them out of the K loops and keep
+    them live in registers across all iterations (tens of values per pixel, which spilled)."""
     pid = tl.program_id(0)
     M = H * W
     P = T - 1
@@ -384,6 +387,10 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
         tl.store(states + offs, zero, mask=mask)
         tl.store(states + M + offs, zero, mask=mask)
         for k in range(K):
+            offs = offs + ZERO
+            i = offs // W
+            j = offs % W
+            mask = offs < M
             sk = states + k * 6 * M
             tl.store(sk + 2 * M + offs, pxx, mask=mask)
             tl.store(sk + 3 * M + offs, pyx, mask=mask)
@@ -411,6 +418,10 @@ def tvl1_backward_kernel(x_ptr, gout_ptr, gf1_ptr, gf2_ptr, gpar_ptr, state_ptr,
         pbxy = zero
         pbyy = zero
         for kk in range(K):
+            offs = offs + ZERO
+            i = offs // W
+            j = offs % W
+            mask = offs < M
             k = K - 1 - kk
             sk = states + k * 6 * M
             if k + 1 < K:  # reverse phase B: p^{k+1} from u^{k+1} and p^k

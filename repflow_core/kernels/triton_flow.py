@@ -106,6 +106,16 @@ def _num_warps(block: int, kernel: str) -> int:
     return max(4, min(32, block // 256))
 
 
+def _launch_options(block: int, kernel: str) -> dict:
+    """num_warps, and on CUDA ``maxnreg`` = the whole register file for one program (255 up to 8 warps, 128 at
+    16, 64 at 32). Without it ptxas picked 32 registers at 8 warps and 64 at 16 for the 56x56 backward (ptxas
+    13.4 -v, sm_90a) and spilled the rest; the interpreter takes no such option."""
+    warps = _num_warps(block, kernel)
+    if interpreter_active():
+        return {"num_warps": warps}
+    return {"num_warps": warps, "maxnreg": min(255, 65536 // (32 * warps))}
+
+
 def _programs(n: int, per_program_floats: int, device: torch.device, override: int | None = None) -> int:
     """Grid size of the persistent kernels: enough programs to fill the GPU, few enough that their scratch
     stays under the budget; small on the interpreter (it runs programs one after another)."""
@@ -140,7 +150,7 @@ def _forward(x, coef, image_kernels, flow_kernels, div_kernels, iterations: int,
     ig, fg, dv = (k.detach().float().contiguous() for k in (image_kernels, flow_kernels, div_kernels))
     mod.tvl1_forward_kernel[(nprog,)](x, out, scratch, coef.detach().float().contiguous(), ig, fg, dv, n, c, t, h, w,
                                       iterations, eps, nprog, SOBEL=bool(sobel), BLOCK=block,
-                                      num_warps=_num_warps(block, "forward"))
+                                      **_launch_options(block, "forward"))
     return out
 
 
@@ -160,9 +170,9 @@ def _backward(grad_out, x, coef, image_kernels, flow_kernels, div_kernels, itera
     if n:
         coef32 = coef.detach().float().contiguous()
         mod.tvl1_backward_kernel[(nprog,)](x, grad_out, gf1, gf2, gpar, states, scratch, coef32, ig, fg, dv,
-                                           n, c, t, h, w, iterations, eps, nprog, SOBEL=bool(sobel),
+                                           n, c, t, h, w, iterations, eps, nprog, 0, SOBEL=bool(sobel),
                                            NEED_FG=bool(need_kernels & 2), NEED_IG=bool(need_kernels & 4), BLOCK=block,
-                                           num_warps=_num_warps(block, "backward"))
+                                           **_launch_options(block, "backward"))
     grad_x = torch.zeros_like(x)
     grad_x[:, :, :-1] += gf1
     grad_x[:, :, 1:] += gf2

@@ -1,0 +1,555 @@
+"""``repflow_recorder``: a lifecycle node that records labelled clips from the robot's camera into a dataset folder.
+
+Run it with ``ros2 run repflow_ros recorder_node`` or, without a ROS install (PyPI wheels),
+``python -m repflow_ros.recorder_node --ros-args -p dataset_dir:=/data/my_clips -r image:=/camera/image_raw``;
+``--help`` lists every parameter with its default. ``python -m repflow_ros.record_clips`` drives it for a person in
+front of the robot (countdown, progress, what was written).
+
+Clips go to ``dataset_dir/<label>/<label>_<stamp>_<n>.avi`` at the camera's native size (the ``folders`` layout that
+``python -m repflow_core.train --set data.layout=folders data.root=DIR`` reads), plus ``dataset_dir/index.csv`` (path,
+label, first and last stamp, frame count, frame_id, size, fps); files are written atomically (see
+:mod:`repflow_ros.clip_writer`). A clip holds the frames whose header stamps lie in ``[first, first + seconds)``.
+
+Why these interfaces: a custom ``.srv`` carrying (label, seconds) cannot be generated on a pip-only machine (no rosidl
+build), and every stock service type that carries a string is about something else. So the request is split into
+stock types that ``ros2 service call`` / ``ros2 param set`` / ``ros2 topic pub`` all reach:
+
+* parameters ``label`` and ``seconds`` (settable at run time; a label that is not a safe folder name is refused by
+  the parameter request itself, with the reason), then
+* ``~/start`` (std_srvs/Trigger): record one clip with the current ``label`` / ``seconds``; the reply says ``recording
+  clip N ...`` or why not (inactive, already recording, no label, disk full, ``max_bytes`` reached);
+* ``~/stop`` (std_srvs/Trigger): end the clip now and write what was recorded;
+* ``~/record`` (std_msgs/String, in): a one-message request ``{"label": "wave", "seconds": 3}`` (or ``wave 3``),
+  for scripts; its outcome is published on ``~/events``;
+* ``~/events`` (std_msgs/String JSON, reliable, transient local, last 20): ``started``, ``written`` (path, frames,
+  stamps), ``aborted`` / ``refused`` (reason) -- what a caller waits on;
+* ``/diagnostics`` (1 Hz, ``repflow_recorder: recorder``): what is recording, clips written, frames dropped by cause,
+  dataset bytes against ``max_bytes``, free disk space.
+
+Images: ``image`` (sensor_msgs/Image) or ``image/compressed`` with ``image_transport:=compressed``, decoded by the same
+:class:`~repflow_ros.image_decoding.ImageDecoder` (size guards) as the recognizer; bad frames are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from .clip_writer import ClipWriter, LabelError, append_index, dataset_bytes, free_bytes, remove_stale_temps
+from .frame_window import BadStamp, stamp_to_ns
+from .image_decoding import DECODE_ERROR_CAUSES, ImageDecodeError, ImageDecoder
+from .node_diagnostics import diagnostic_array
+from .node_parameters import params_file_problem
+from .recorder_params import (
+    NODE_NAME,
+    RECORDER_PARAMETERS,
+    check_recorder_parameters,
+    format_recorder_help,
+    parse_record_request,
+    validate_recorder_value,
+)
+
+__all__ = ["NODE_NAME", "DROP_CAUSES", "RecorderNode", "main", "run"]
+
+#: Why a frame is not recorded: decode causes, then stamp and size problems.
+DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "stamp_backwards", "size_change", "other")
+FRAME_TIMEOUT_S = 2.0  #: a clip whose camera goes quiet this long is written with the frames it has
+_FREE_CHECK_EVERY = 15  #: frames between free-space checks while recording (statvfs is cheap, not free)
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+_RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+_EVENTS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=20,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_IMAGE_QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default,
+              "reliable": QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)}
+
+
+class _Clip:
+    """The clip being recorded: its writer and when it must end."""
+
+    def __init__(self, writer: ClipWriter, seconds: float):
+        self.writer, self.seconds = writer, seconds
+        self.started_mono = self.last_frame_mono = time.monotonic()
+        self.deadline_ns: int | None = None  # first stamp + seconds, set by the first frame
+
+
+class RecorderNode(LifecycleNode):
+    """Camera images -> labelled clips; see the module docstring for the interface."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._bad_overrides: dict[str, str] = {}
+        overrides = getattr(self, "_parameter_overrides", {})
+        for name, spec in RECORDER_PARAMETERS.items():
+            desc = ParameterDescriptor(name=name, description=spec.description)
+            override = overrides.get(name)
+            if override is not None and spec.type is float and override.type_ == Parameter.Type.INTEGER:
+                overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(override.value))  # -p seconds:=3
+            try:
+                self.declare_parameter(name, spec.default, desc)
+            except Exception as exc:  # wrong type: keep the default, fail configure with the reason
+                self._bad_overrides[name] = str(exc)
+                self.declare_parameter(name, spec.default, desc, ignore_override=True)
+        self.autostart = bool(self.get_parameter("autostart").value)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._decoder = ImageDecoder()
+        self._cfg: dict[str, Any] = {}
+        self._root = Path()
+        self._lock = threading.RLock()
+        self._clip: _Clip | None = None
+        self._clip_number = 0
+        self._dataset_bytes = 0
+        self._stamps: deque = deque(maxlen=31)  # recent frame stamps: the camera's rate for the clip's fps
+        self._counts: dict[str, Any] = {}
+        self._reset_counts()
+        self._last_clip = ""
+        self._image_topic = ""
+        self._image_sub = None
+        self._pubs: dict[str, Any] = {}
+        self._interfaces: list[tuple[str, Any]] = []
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+
+    def _reset_counts(self) -> None:
+        self._counts = {"frames_in": 0, "frames_recorded": 0, "clips_written": 0, "clips_aborted": 0,
+                        "dropped": {cause: 0 for cause in DROP_CAUSES}}
+
+    @property
+    def state_label(self) -> str:
+        try:
+            return str(self._state_machine.current_state[1])
+        except Exception:
+            return "unknown"
+
+    # -- parameters -------------------------------------------------------------------------------------------------
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        configured = self.state_label not in ("unconfigured", "unknown")
+        for param in params:
+            spec = RECORDER_PARAMETERS.get(param.name)
+            if spec is None:
+                continue
+            if param.name == "autostart" or (spec.read_only and configured):
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} is read-only while the node is {self.state_label}; restart the node with the "
+                    "new value (or deactivate, cleanup, set it and configure again)"))
+            problem = validate_recorder_value(param.name, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=f"{param.name}={param.value!r}: {problem}")
+        if self._cfg:
+            for param in params:
+                if param.name in RECORDER_PARAMETERS and not RECORDER_PARAMETERS[param.name].read_only:
+                    self._cfg[param.name] = float(param.value) if param.name in ("seconds", "fps") else param.value
+        return SetParametersResult(successful=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------------
+
+    def _guarded(self, what: str, func) -> TransitionCallbackReturn:
+        try:
+            return func()
+        except Exception as exc:
+            if not self.context.ok():
+                return FAILURE
+            self.get_logger().error(f"{what} failed: {exc}\n{traceback.format_exc()}")
+            return FAILURE
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check the parameters, create ``dataset_dir``, remove stale temporaries of a killed recorder, create the
+        (disabled) publishers, the services and timers."""
+        return self._guarded("configure", self._configure)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the camera; publishers enabled."""
+        def activate():
+            self._subscribe()
+            self.get_logger().info(f"active: listening on {self._image_topic}, clips into {self._root}")
+            return SUCCESS
+        result = self._guarded("activate", activate)
+        return super().on_activate(state) if result == SUCCESS else result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe; a clip being recorded is discarded (its temporary file removed)."""
+        self._abort_clip("the node was deactivated")
+        super().on_deactivate(state)
+        return self._guarded("deactivate", lambda: self._unsubscribe() or SUCCESS)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._guarded("cleanup", lambda: self._tidy() or SUCCESS)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._guarded("shutdown", lambda: self._tidy() or SUCCESS)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._tidy()
+        return SUCCESS
+
+    def _configure(self) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            if self._bad_overrides:
+                name, why = next(iter(self._bad_overrides.items()))
+                raise ValueError(f"parameter {name} is invalid: {why}")
+            cfg = check_recorder_parameters({n: self.get_parameter(n).value for n in RECORDER_PARAMETERS})
+            root = Path(cfg["dataset_dir"]).expanduser().resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK):
+                raise ValueError(f"dataset_dir {str(root)!r} is not writable")
+        except (ValueError, OSError) as exc:
+            log.error(f"configure failed: {exc}")
+            return FAILURE
+        self._cfg, self._root = cfg, root
+        for path in remove_stale_temps(root):
+            log.warning(f"removed {path}: a clip left unfinished by a recorder that was killed")
+        self._dataset_bytes = dataset_bytes(root)
+        self._reset_counts()
+        pub = self.create_lifecycle_publisher
+        self._pubs = {"events": pub(String, "~/events", _EVENTS_QOS),
+                      "diagnostics": pub(DiagnosticArray, "/diagnostics", _RELIABLE)}
+        group = self._service_group
+        self._interfaces = [
+            ("service", self.create_service(Trigger, "~/start", self._on_start, callback_group=group)),
+            ("service", self.create_service(Trigger, "~/stop", self._on_stop, callback_group=group)),
+            ("subscription", self.create_subscription(String, "~/record", self._on_record_request, _RELIABLE,
+                                                      callback_group=group)),
+            ("timer", self.create_timer(0.1, self._check_timeout, callback_group=group)),
+            ("timer", self.create_timer(1.0, self._publish_diagnostics, callback_group=group)),
+        ]
+        log.info(f"configured: dataset {root} ({self._dataset_bytes} bytes), max_bytes {cfg['max_bytes'] or 'none'}, "
+                 f"min_free_bytes {cfg['min_free_bytes']}")
+        return SUCCESS
+
+    def _subscribe(self) -> None:
+        if self._cfg["image_transport"] == "compressed":
+            explicit = self.resolve_topic_name("image/compressed")
+            if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
+                topic = explicit  # image/compressed itself was remapped
+            else:
+                topic = self.resolve_topic_name("image").rstrip("/") + "/compressed"
+            msg_type, decode = CompressedImage, self._decoder.decode_compressed
+        else:
+            topic, msg_type, decode = self.resolve_topic_name("image"), Image, self._decoder.decode
+        self._image_topic = topic
+        self._image_sub = self.create_subscription(msg_type, topic, lambda msg: self._on_image(msg, decode),
+                                                   _IMAGE_QOS[self._cfg["image_qos"]],
+                                                   callback_group=self._intake_group)
+
+    def _unsubscribe(self) -> None:
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
+
+    def _tidy(self) -> None:
+        self._abort_clip("the node is shutting down")
+        self._unsubscribe()
+        for kind, handle in self._interfaces:
+            {"service": self.destroy_service, "subscription": self.destroy_subscription,
+             "timer": self.destroy_timer}[kind](handle)
+        self._interfaces = []
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self._cfg = {}
+
+    def close(self) -> None:
+        """Process exit: discard a clip in progress (its temporary file removed). Needs no context."""
+        try:
+            self._abort_clip("the node is shutting down", publish=False)
+        except Exception:
+            pass
+
+    # -- requests -----------------------------------------------------------------------------------------------------
+
+    def _event(self, event: str, **fields) -> None:
+        pub = self._pubs.get("events")
+        if pub is not None and self.state_label == "active":
+            pub.publish(String(data=json.dumps({"event": event, **fields})))
+
+    def start_clip(self, label: str, seconds: float) -> tuple[bool, str]:
+        """Begin one clip (the checks of ``~/start``); returns (started, message)."""
+        with self._lock:
+            if self.state_label != "active":
+                return False, f"the recorder is {self.state_label}, not active"
+            if self._clip is not None:
+                return False, f"already recording clip {self._clip.writer.number} ('{self._clip.writer.label}')"
+            if not label:
+                return False, "no label: set it first (ros2 param set /repflow_recorder label wave)"
+            problem = self._space_problem(0)
+            if problem:
+                return False, problem
+            try:
+                fps = self._cfg["fps"] or self._camera_fps() or 30.0
+                writer = ClipWriter(self._root, label, self._clip_number + 1, fps)
+            except (LabelError, ValueError) as exc:
+                return False, str(exc)
+            self._clip_number += 1
+            self._clip = _Clip(writer, float(seconds))
+        message = f"recording clip {writer.number}: '{label}' for {seconds:g} s into {writer.folder}"
+        self.get_logger().info(message)
+        self._event("started", clip=writer.number, label=label, seconds=float(seconds))
+        return True, message
+
+    def _on_start(self, request, response):
+        cfg = self._cfg
+        response.success, response.message = self.start_clip(cfg.get("label", ""), cfg.get("seconds", 0.0))
+        if not response.success:
+            self._event("refused", label=cfg.get("label", ""), reason=response.message)
+        return response
+
+    def _on_stop(self, request, response):
+        with self._lock:
+            clip = self._clip
+            if clip is None:
+                response.success, response.message = False, "not recording"
+            elif clip.writer.frames == 0:
+                self._abort_clip("stopped before any frame arrived")
+                response.success, response.message = False, f"clip {clip.writer.number} stopped before any frame"
+            else:
+                result = self._commit_clip("stopped")
+                response.success = result is not None
+                response.message = f"wrote {result.path} ({result.frames} frames)" if result else "write failed"
+        return response
+
+    def _on_record_request(self, msg: String) -> None:
+        try:
+            label, seconds = parse_record_request(msg.data)
+        except ValueError as exc:
+            self.get_logger().warning(f"~/record request {msg.data!r} refused: {exc}")
+            self._event("refused", request=msg.data, reason=str(exc))
+            return
+        ok, message = self.start_clip(label, seconds)
+        if not ok:
+            self.get_logger().warning(f"~/record request {msg.data!r} refused: {message}")
+            self._event("refused", label=label, request=msg.data, reason=message)
+
+    def _space_problem(self, clip_bytes: int) -> str | None:
+        cfg = self._cfg
+        if cfg["max_bytes"] and self._dataset_bytes + clip_bytes >= cfg["max_bytes"]:
+            return (f"max_bytes reached: {self._root} holds {self._dataset_bytes + clip_bytes} bytes, limit "
+                    f"{cfg['max_bytes']} (raise max_bytes or move clips away)")
+        free = free_bytes(self._root)
+        if free < cfg["min_free_bytes"]:
+            return f"free disk space {free} bytes on {self._root} is below min_free_bytes {cfg['min_free_bytes']}"
+        return None
+
+    def _camera_fps(self) -> float | None:
+        stamps = sorted(self._stamps)
+        gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]) if b > a)
+        return 1e9 / gaps[len(gaps) // 2] if gaps else None  # median: robust to a dropped frame or a stall
+
+    # -- intake -------------------------------------------------------------------------------------------------------
+
+    def _drop(self, cause: str, message: str) -> None:
+        with self._lock:
+            cause = cause if cause in self._counts["dropped"] else "other"
+            self._counts["dropped"][cause] += 1
+            first = self._counts["dropped"][cause] == 1
+        if first:
+            self.get_logger().warning(f"dropping frame ({cause}): {message}; further '{cause}' drops are only "
+                                      "counted in /diagnostics")
+
+    def _on_image(self, msg, decode) -> None:
+        if not self._cfg:
+            return
+        self._counts["frames_in"] += 1
+        try:
+            rgb = decode(msg)
+            stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        except (ImageDecodeError, BadStamp) as exc:
+            return self._drop(exc.cause, str(exc))
+        except Exception as exc:
+            return self._drop("other", f"decoder error: {exc}")
+        if stamp_ns == 0:
+            stamp_ns = self.get_clock().now().nanoseconds  # a camera without stamps: the node's clock
+        self._stamps.append(stamp_ns)
+        with self._lock:
+            clip = self._clip
+            if clip is None:
+                return
+            writer = clip.writer
+            if clip.deadline_ns is None:
+                clip.deadline_ns = stamp_ns + int(round(clip.seconds * 1e9))
+            elif stamp_ns >= clip.deadline_ns:
+                self._commit_clip("complete")
+                return
+            elif stamp_ns < writer.last_stamp_ns:
+                return self._drop("stamp_backwards", f"stamp {stamp_ns} ns is before the clip's previous frame")
+            try:
+                writer.add(rgb, stamp_ns, msg.header.frame_id)
+            except ValueError as exc:
+                return self._drop("size_change", str(exc))
+            except OSError as exc:
+                self._abort_clip(str(exc))
+                return
+            clip.last_frame_mono = time.monotonic()
+            self._counts["frames_recorded"] += 1
+            check_free = writer.frames % _FREE_CHECK_EVERY == 0
+            problem = self._space_problem(writer.bytes_so_far()) if (check_free or self._cfg["max_bytes"]) else None
+            if problem:
+                self._abort_clip(problem)
+
+    def _check_timeout(self) -> None:
+        """A camera that stops mid-clip: write what was recorded; no frame at all: give up with the reason."""
+        with self._lock:
+            clip = self._clip
+            if clip is None:
+                return
+            now = time.monotonic()
+            if clip.writer.frames == 0 and now - clip.started_mono > FRAME_TIMEOUT_S + clip.seconds:
+                self._abort_clip(f"no frames on {self._image_topic} within {FRAME_TIMEOUT_S + clip.seconds:g} s")
+            elif clip.writer.frames > 0 and now - clip.last_frame_mono > FRAME_TIMEOUT_S:
+                self._commit_clip(f"camera silent for {FRAME_TIMEOUT_S:g} s")
+
+    def _commit_clip(self, why: str):
+        with self._lock:
+            clip, self._clip = self._clip, None
+            if clip is None:
+                return None
+            try:
+                result = clip.writer.commit()
+                append_index(self._root, result.index_row(self._root))
+            except Exception as exc:
+                clip.writer.discard()
+                self._counts["clips_aborted"] += 1
+                self.get_logger().error(f"clip {clip.writer.number} could not be written: {exc}")
+                self._event("aborted", clip=clip.writer.number, label=clip.writer.label, reason=str(exc))
+                return None
+            self._dataset_bytes = dataset_bytes(self._root)
+            self._counts["clips_written"] += 1
+            self._last_clip = str(result.path)
+        self.get_logger().info(f"clip {clip.writer.number} ({why}): wrote {result.path}, {result.frames} frames "
+                               f"{result.width}x{result.height}")
+        self._event("written", clip=clip.writer.number, label=result.label, path=str(result.path),
+                    frames=result.frames, first_stamp=result.first_stamp_ns / 1e9,
+                    last_stamp=result.last_stamp_ns / 1e9, frame_id=result.frame_id, bytes=result.bytes, why=why)
+        return result
+
+    def _abort_clip(self, reason: str, publish: bool = True) -> None:
+        with self._lock:
+            clip, self._clip = self._clip, None
+            if clip is None:
+                return
+            clip.writer.discard()
+            self._counts["clips_aborted"] += 1
+        if publish:
+            self.get_logger().warning(f"clip {clip.writer.number} ('{clip.writer.label}') discarded: {reason}")
+            self._event("aborted", clip=clip.writer.number, label=clip.writer.label, reason=reason)
+
+    # -- diagnostics --------------------------------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        pub, cfg = self._pubs.get("diagnostics"), self._cfg
+        if pub is None or not cfg or self.state_label != "active":
+            return
+        with self._lock:
+            clip, counts = self._clip, json.loads(json.dumps(self._counts))
+        free = free_bytes(self._root)
+        recording = f"clip {clip.writer.number} '{clip.writer.label}' ({clip.writer.frames} frames)" if clip else ""
+        kv = {"state": "recording" if clip else "idle", "recording": recording,
+              "clips_written": str(counts["clips_written"]), "clips_aborted": str(counts["clips_aborted"]),
+              "frames_in": str(counts["frames_in"]), "frames_recorded": str(counts["frames_recorded"])}
+        kv.update({f"frames_dropped_{c}": str(n) for c, n in counts["dropped"].items()})
+        fps = self._camera_fps()
+        kv.update({"camera_fps": f"{fps:.2f}" if fps else "", "dataset_dir": str(self._root),
+                   "dataset_bytes": str(self._dataset_bytes), "max_bytes": str(cfg["max_bytes"]),
+                   "free_bytes": str(free), "min_free_bytes": str(cfg["min_free_bytes"]),
+                   "last_clip": self._last_clip, "image_topic": self._image_topic})
+        problems = [p for p in (self._space_problem(0),) if p]
+        if any(counts["dropped"].values()):
+            problems.append("dropping frames (" + ", ".join(c for c, n in counts["dropped"].items() if n) + ")")
+        message = "; ".join(problems) or (f"recording {recording}" if clip else "idle")
+        name = f"{self.get_fully_qualified_name().lstrip('/')}: recorder"
+        pub.publish(diagnostic_array(name, str(self._root), bool(problems), message, kv,
+                                     self.get_clock().now().to_msg()))
+
+
+def _autostart(node: RecorderNode) -> int | None:
+    for step, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        result = trigger()
+        if not node.context.ok():
+            return 0
+        if result != SUCCESS:
+            print(f"{NODE_NAME}: autostart {step} failed (see the error above), exiting", file=sys.stderr, flush=True)
+            return 1
+    return None
+
+
+def run(args: list[str] | None = None) -> int:
+    """The node's life: 0 after Ctrl-C / SIGTERM or ``--help``, 1 when autostart fails or a ``--params-file`` is
+    missing or unreadable, 2 on an unexpected error."""
+    argv = list(sys.argv if args is None else args)
+    user_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if any(arg in ("-h", "--help") for arg in user_args):
+        print(format_recorder_help("python -m repflow_ros.recorder_node"))
+        return 0
+    problem = params_file_problem(argv)
+    if problem:
+        print(f"{NODE_NAME}: {problem}; exiting with status 1", file=sys.stderr, flush=True)
+        return 1
+    rclpy.init(args=argv)
+    node, executor, status = None, None, 0
+    try:
+        node = RecorderNode()
+        started = _autostart(node) if node.autostart else None
+        if started is None:
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            executor.spin()
+        else:
+            status = started
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        traceback.print_exc()
+        status = 2
+    finally:
+        steps = [] if node is None else [node.close]  # the clip in progress is discarded first, then the graph
+        if executor is not None:
+            steps.append(lambda: executor.shutdown(timeout_sec=0.1))
+        steps += [] if node is None else [node.destroy_node]
+        for step in steps + [rclpy.try_shutdown]:
+            try:
+                step()
+            except (Exception, KeyboardInterrupt):
+                pass
+    return status
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``recorder_node``: :func:`run`, then leave at once (skipping the slow interpreter teardown of
+    the DDS libraries, as the recognizer does)."""
+    status = run(args)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()
