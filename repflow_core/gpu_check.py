@@ -242,7 +242,7 @@ def section_tune(device: torch.device, dry: bool) -> None:
     deadline = time.perf_counter() + SWEEP_SECONDS
     for kernel, fn in (("backward", fwd_bwd), ("forward", fwd)):
         default = triton_flow._num_warps(block, kernel)
-        candidates = [default] + [w for w in ((2, 4) if dry else (8, 16, 32)) if w != default]
+        candidates = [default] + [w for w in ((2, 4) if dry else (8, 32, 16)) if w != default]
         timings: dict[int, float] = {}
         for warps in candidates:
             if time.perf_counter() > deadline:
@@ -256,7 +256,8 @@ def section_tune(device: torch.device, dry: bool) -> None:
                 sync(device)
                 first = time.perf_counter() - t0
                 timings[warps] = timed_ms(fn, device, 1 if dry else 3, 1)
-                say(f"  {kernel} num_warps={warps:2d} at {s}x{s} (BLOCK {block}): {timings[warps]:8.2f} ms "
+                say(f"  {kernel} {triton_flow._launch_options(block, kernel)} at {s}x{s} (BLOCK {block}): "
+                    f"{timings[warps]:8.2f} ms "
                     f"({'forward+backward' if kernel == 'backward' else 'forward'}; first call {first:.1f} s)")
             except Exception as exc:  # noqa: BLE001 - e.g. out of resources: skip the candidate
                 say(f"  {kernel} num_warps={warps:2d}: failed: {type(exc).__name__}: {exc}".splitlines()[0])
@@ -405,14 +406,20 @@ def main(argv: list[str] | None = None) -> int:
             say(f"ERROR in {name}: {type(exc).__name__}: {exc}".splitlines()[0])
             say("  " + traceback.format_exc().strip().splitlines()[-3].strip())
         say(f"   ({time.perf_counter() - t0:.1f} s)")
+        save_lines()  # after every section: a run cut short by a time limit still leaves what it measured
     say(f"gpu_check done in {time.perf_counter() - start:.0f} s, {failures} section(s) raised")
+    save_lines()
+    return 1 if failures else 0
+
+
+def save_lines() -> None:
+    """Everything said so far to ``$OUT/gpu_check.txt`` (atomically), when ``$OUT`` is set."""
     out_dir = os.environ.get("OUT")
     if out_dir:
         path = Path(out_dir) / "gpu_check.txt"
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(LINES) + "\n")
         os.replace(tmp, path)
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -190,10 +190,18 @@ class RobustnessConfig:
 
 
 def trained_clip_frames(training: dict | None) -> int:
-    """Frames per synthetic clip the checkpoint was trained on (its training config), else 40."""
+    """Frames per synthetic clip the checkpoint was trained on (its training config), else 40.
+
+    render_clip fits a whole action into the clip, so this sets how fast actions move per frame. Written
+    datasets render ``synthetic.num_frames``; the on-the-fly stream (``data.layout: synthetic_stream``, see
+    SyntheticStreamDataset.render) renders exactly one window, ``(clip_len - 1) * frame_stride + 1`` frames."""
     try:
-        return int(training["config"]["synthetic"]["num_frames"])
-    except (KeyError, TypeError, ValueError):
+        cfg = training["config"]
+        data = cfg.get("data") or {}
+        if data.get("layout") == "synthetic_stream":
+            return (int(data["clip_len"]) - 1) * int(data.get("frame_stride", 1)) + 1
+        return int(cfg["synthetic"]["num_frames"])
+    except (KeyError, TypeError, ValueError, AttributeError):
         return DEFAULT_CLIP_FRAMES
 
 
@@ -366,8 +374,10 @@ def robustness_report(checkpoint: str | Path | None, cfg: RobustnessConfig, out_
     frames = int(cfg.clip_frames or trained_clip_frames(rec.checkpoint.training))
     cells = cfg.cells()
     per_cell = int(cfg.clips_per_cell or DEFAULT_CLIPS_PER_CLASS * len(rec.labels))
+    span = (int(rec.clip_len) - 1) * int(rec.frame_stride) + 1
+    n_win = len(window_starts(frames, span, cfg.windows))  # a clip of one window's length holds just one
     log(f"robustness of {source}: {len(cells)} cells x {per_cell} clips of {frames} frames (generation 2, seeds "
-        f"{ROBUSTNESS_SEED_BASE}+), {cfg.windows} windows of {rec.clip_len} frames per clip")
+        f"{ROBUSTNESS_SEED_BASE}+), {n_win} windows of {rec.clip_len} frames per clip")
     start = time.perf_counter()
     records = run_robustness(rec, cfg, frames, progress=progress)
     seconds = time.perf_counter() - start

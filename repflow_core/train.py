@@ -22,6 +22,9 @@ What it does (paper appendix A where it says something):
   split, evaluated every ``eval_every`` epochs (and after the last) with one centre clip and crop per
   video; ``best.pt`` is the epoch with the best validation accuracy. The test split is evaluated once,
   at the end, with the best weights. ``python -m repflow_core.evaluate`` does the full multi-view test.
+* The joint loss (issue 13): ``loss.*`` weights add unsupervised motion terms on the flow layers' flow
+  (:mod:`repflow_core.joint_loss`); ``model.motion: uftsn`` trains UF-TSN through its ``stages``.
+* Young BatchNorm statistics are re-estimated before validating (``bn_recalibrate_until``, issue 14.3).
 * RUN_DIR (``out_dir``): ``config.yaml`` (resolved), ``split.json`` (the validation split), ``last.pt``
   (every epoch, with resume state), ``best.pt``, ``log.csv``, ``train.log``, ``curves.png``,
   ``confusion.png``/``.json`` (validation at the best epoch), ``test_confusion.json``, ``tb/``
@@ -47,9 +50,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -89,7 +92,7 @@ from .train_loop import (
 )
 from .train_loop import cpu_state as _cpu_state
 from .train_loop import to_device as _to_device
-from .train_model import build_model, init_from_checkpoint, set_training_stage
+from .train_model import build_model, init_from_checkpoint, lr_factor, set_training_stage
 
 __all__ = ["ModelEMA", "TrainResult", "init_from_checkpoint", "lr_factor", "main", "maybe_generate_synthetic",
            "train", "validate"]
@@ -113,26 +116,6 @@ class TrainResult:
     rank: int = 0
     test: dict | None = None  # the test split with the best weights: acc, loss, n (None when there is none)
     extras: dict = field(default_factory=dict)
-
-
-def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate for optimiser step ``step`` (0-based); the ``lr_lambda`` of the
-    run's ``LambdaLR``.
-
-    Linear warm-up over ``warmup_epochs``, then ``step``: gamma ** (epoch // step_size) (the paper's
-    x0.1 every 50 epochs on Kinetics, every 20 on HMDB), or ``cosine``: half a cosine from 1 at the
-    end of the warm-up to 0 at the end of the last epoch."""
-    o = cfg.optim
-    spe = max(1, steps_per_epoch)
-    warm_steps = o.warmup_epochs * spe
-    if warm_steps > 0 and step < warm_steps:
-        return (step + 1) / warm_steps
-    epoch = step // spe
-    if o.schedule == "step":
-        return o.gamma ** (epoch // o.step_size)
-    total = cfg.epochs * spe
-    progress = (step - warm_steps) / max(1.0, total - warm_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def input_spec(cfg: TrainConfig) -> InputSpec:
@@ -364,11 +347,13 @@ class _Run:
                                 self.scaler, self.ema, self.steps, epoch_desc=f"epoch {epoch + 1}/{cfg.epochs}",
                                 writer=self.writer, global_step=self.global_step)
         self.global_step = stats["global_step"]
-        val = None
-        if d.val_loader is not None and cfg.eval_every > 0 and (
-                (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            if self.global_step < cfg.bn_recalibrate_until:  # young BatchNorm estimates (issue 14.3)
-                recalibrate_batchnorm(self.eval_model, d.train_loader, self.steps)
+        val, last = None, epoch + 1 == cfg.epochs
+        val_due = d.val_loader is not None and cfg.eval_every > 0 and ((epoch + 1) % cfg.eval_every == 0 or last)
+        # Young BatchNorm estimates (issue 14.3): re-estimated for the weights validated (or, without a
+        # validation split, for the last epoch's, which best.pt and the test get).
+        if self.global_step < cfg.bn_recalibrate_until and (val_due or (d.val_loader is None and last)):
+            recalibrate_batchnorm(self.eval_model, d.train_loader, self.steps)
+        if val_due:
             val = validate(self.eval_model, d.val_loader, self.steps, len(d.classes), desc=f"validate {epoch + 1}")
         seconds = time.perf_counter() - t0
         elapsed = time.perf_counter() - start

@@ -33,7 +33,7 @@ import numpy as np
 from repflow_core.atomic_io import atomic_write_text, default_file_mode
 from repflow_core.data.rosbag import BagError, check_label
 
-__all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "LabelError",
+__all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "ClipTooLarge", "LabelError",
            "check_clip_label", "append_index", "read_index", "dataset_bytes", "free_bytes", "remove_stale_temps",
            "clip_stem"]
 
@@ -42,6 +42,10 @@ INDEX_NAME = "index.csv"
 INDEX_COLUMNS = ("path", "label", "first_stamp", "last_stamp", "frames", "frame_id", "width", "height", "fps")
 TEMP_PREFIX = "."  #: hidden: skipped by repflow_core.data.layouts (and by list_frame_files)
 TEMP_SUFFIX = ".part.avi"
+
+
+class ClipTooLarge(OSError):
+    """A finished clip that does not fit under ``max_bytes`` (it was removed)."""
 
 
 class LabelError(ValueError):
@@ -115,7 +119,7 @@ class ClipResult:
 
     def index_row(self, root: Path) -> dict[str, str]:
         return {"path": self.path.relative_to(root).as_posix(), "label": self.label,
-                "first_stamp": f"{self.first_stamp_ns / 1e9:.9f}", "last_stamp": f"{self.last_stamp_ns / 1e9:.9f}",
+                "first_stamp": _seconds(self.first_stamp_ns), "last_stamp": _seconds(self.last_stamp_ns),
                 "frames": str(self.frames), "frame_id": self.frame_id, "width": str(self.width),
                 "height": str(self.height), "fps": f"{self.fps:.3f}"}
 
@@ -160,8 +164,13 @@ class ClipWriter:
             self._stem = f"{clip_stem(self.label, stamp_ns, self.number)}-{n}"
         self.tmp_path = self.folder / f"{TEMP_PREFIX}{self._stem}{TEMP_SUFFIX}"
         height, width = self.size
-        writer = cv2.VideoWriter(str(self.tmp_path), cv2.VideoWriter_fourcc(*"MJPG"), float(self.fps),
-                                 (int(width), int(height)))
+        # OpenCV's own MJPEG writer writes through in 32 KiB blocks, so the file size tracks the clip (max_bytes is
+        # checked while recording); FFmpeg's muxer buffers far more. Either writes the same readable AVI.
+        fourcc, size = cv2.VideoWriter_fourcc(*"MJPG"), (int(width), int(height))
+        writer = cv2.VideoWriter(str(self.tmp_path), cv2.CAP_OPENCV_MJPEG, fourcc, float(self.fps), size)
+        if not writer.isOpened():
+            writer.release()
+            writer = cv2.VideoWriter(str(self.tmp_path), fourcc, float(self.fps), size)
         if not writer.isOpened():
             writer.release()
             raise OSError(f"OpenCV cannot open a video writer on {self.tmp_path} (MJPG, {width}x{height})")
@@ -173,12 +182,17 @@ class ClipWriter:
         except OSError:
             return 0
 
-    def commit(self) -> ClipResult:
-        """Close, fsync, give the file the ordinary mode and rename it to its final name."""
+    def commit(self, max_bytes: int | None = None) -> ClipResult:
+        """Close, fsync, give the file the ordinary mode and rename it to its final name. ``max_bytes``: a closed
+        file larger than this is removed instead (:class:`ClipTooLarge`)."""
         if self._writer is None or self.frames == 0:
             raise ValueError("no frames to write")
         self._writer.release()
         self._writer = None
+        size = self.bytes_so_far()
+        if max_bytes is not None and size > max_bytes:
+            self.discard()
+            raise ClipTooLarge(f"max_bytes reached: the clip takes {size} bytes, {max_bytes} were left")
         final = self.folder / f"{self._stem}.avi"
         fd = os.open(self.tmp_path, os.O_RDONLY)
         try:
@@ -223,6 +237,12 @@ def append_index(root: Path, row: dict[str, str]) -> Path:
     for r in rows:
         writer.writerow({k: r.get(k, "") for k in INDEX_COLUMNS})
     return atomic_write_text(Path(root) / INDEX_NAME, out.getvalue())
+
+
+def _seconds(stamp_ns: int) -> str:
+    """Exact decimal seconds of a stamp (a float would round nanoseconds away at epoch magnitudes)."""
+    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    return f"{sec}.{nsec:09d}"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -28,8 +28,6 @@ threshold and top-k live in :mod:`repflow_ros.prediction`, counters and the diag
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 import traceback
@@ -37,11 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
@@ -62,9 +58,9 @@ from .node_parameters import (
     check_parameters,
     coerce_value,
     format_parameter_help,
-    params_file_problem,
     validate_value,
 )
+from .node_runner import exit_now, run_lifecycle_node
 from .prediction import UNKNOWN_LABEL, Frame, Prediction, Predictor, debug_overlay, fill_classification
 
 try:  # optional: only where vision_msgs is installed
@@ -508,81 +504,16 @@ class RecognizerNode(LifecycleNode):
                                      self.get_clock().now().to_msg()))
 
 
-def _wants_help(argv: list[str]) -> bool:
-    user_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    return any(arg in ("-h", "--help") for arg in user_args)
-
-
-def _autostart(node: RecognizerNode) -> int | None:
-    """Configure and activate; None when active, 0 when interrupted (Ctrl-C / SIGTERM while starting), 1 on failure."""
-    for step, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
-        result = trigger()
-        if not node.context.ok():
-            return 0
-        if result != SUCCESS:
-            node.get_logger().fatal(f"autostart: {step} failed (see the error above); exiting with status 1")
-            print(f"{NODE_NAME}: autostart {step} failed, exiting", file=sys.stderr, flush=True)
-            return 1
-    return None
+def run(args: list[str] | None = None) -> int:
+    """The node's life, returning the exit status (see :func:`repflow_ros.node_runner.run_lifecycle_node`)."""
+    return run_lifecycle_node(RecognizerNode, args, NODE_NAME,
+                              lambda: format_parameter_help("python -m repflow_ros.recognizer_node", NODE_NAME))
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``recognizer_node``: :func:`run`, then leave the process at once with its status.
-
-    Everything was shut down in order by then (inference stopped, node destroyed, context shut down); what remains is
-    the interpreter's teardown of torch and the DDS libraries, which took 0.5 s on an idle 2-core machine and 4 s on a
-    loaded one -- long enough for ``ros2 launch`` to escalate a Ctrl-C into a second SIGINT and report the node as
-    died with exit code -2. So stdio is flushed and the process exits without that teardown."""
-    status = run(args)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)
-
-
-def run(args: list[str] | None = None) -> int:
-    """The node's life, returning the exit status: 0 on a normal shutdown (Ctrl-C, SIGTERM) and after
-    ``--help``, 1 when autostart could not configure or activate the node (the reason is logged) or a
-    ``--params-file`` is missing or unreadable, 2 on an unexpected error."""
-    argv = list(sys.argv if args is None else args)
-    if _wants_help(argv):
-        print(format_parameter_help("python -m repflow_ros.recognizer_node", NODE_NAME))
-        return 0
-    problem = params_file_problem(argv)
-    if problem:
-        print(f"{NODE_NAME}: {problem}; exiting with status 1", file=sys.stderr, flush=True)
-        return 1
-    rclpy.init(args=argv)
-    node, executor, status = None, None, 0
-    try:
-        node = RecognizerNode()
-        started = _autostart(node) if node.autostart else None
-        if started is None:
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            executor.spin()
-        else:
-            status = started
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        traceback.print_exc()
-        status = 2
-    finally:
-        # Stop inference first (never waiting for a window), then the graph. A late KeyboardInterrupt (a second
-        # Ctrl-C) must not turn a clean shutdown into a traceback.
-        steps = [] if node is None else [node.close]
-        if executor is not None:
-            steps.append(lambda: executor.shutdown(timeout_sec=0.1))
-        steps += [] if node is None else [node.destroy_node]
-        for step in steps + [rclpy.try_shutdown]:
-            try:
-                step()
-            except (Exception, KeyboardInterrupt):
-                pass
-    return status
+    """Console script ``recognizer_node``: :func:`run`, then leave the process at once with its status
+    (see :func:`repflow_ros.node_runner.exit_now`)."""
+    exit_now(run(args))
 
 
 if __name__ == "__main__":

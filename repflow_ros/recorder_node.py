@@ -430,7 +430,8 @@ class RecorderNode(LifecycleNode):
             if clip is None:
                 return None
             try:
-                result = clip.writer.commit()
+                limit = self._cfg["max_bytes"]
+                result = clip.writer.commit(max(limit - self._dataset_bytes, 0) if limit else None)
                 append_index(self._root, result.index_row(self._root))
             except Exception as exc:
                 clip.writer.discard()
@@ -444,8 +445,8 @@ class RecorderNode(LifecycleNode):
         self.get_logger().info(f"clip {clip.writer.number} ({why}): wrote {result.path}, {result.frames} frames "
                                f"{result.width}x{result.height}")
         self._event("written", clip=clip.writer.number, label=result.label, path=str(result.path),
-                    frames=result.frames, first_stamp=result.first_stamp_ns / 1e9,
-                    last_stamp=result.last_stamp_ns / 1e9, frame_id=result.frame_id, bytes=result.bytes, why=why)
+                    frames=result.frames, first_stamp_ns=result.first_stamp_ns,
+                    last_stamp_ns=result.last_stamp_ns, frame_id=result.frame_id, bytes=result.bytes, why=why)
         return result
 
     def _abort_clip(self, reason: str, publish: bool = True) -> None:

@@ -25,9 +25,8 @@ def first_clip(**kwargs):
         src.close()
 
 
-def test_default_world_is_the_packaged_models_and_switches_in_one_place():
-    assert (camera_sim_node.DEFAULT_GENERATION, camera_sim_node.DEFAULT_WIDTH,
-            camera_sim_node.DEFAULT_HEIGHT) == (1, 128, 128)
+def test_default_world_is_declared_from_one_line_of_constants():
+    assert camera_sim_node.DEFAULT_GENERATION in camera_sim_node.GENERATIONS
     names = {p.name: p.default for p in camera_sim_node.PARAMS}
     assert names["generation"] == camera_sim_node.DEFAULT_GENERATION and names["camera_motion"] is True
     assert names["width"] == camera_sim_node.DEFAULT_WIDTH and names["height"] == camera_sim_node.DEFAULT_HEIGHT

@@ -173,6 +173,18 @@ def test_num_warps_follow_the_block_and_the_override():
         assert triton_flow._num_warps(2048, "backward") == 8
     finally:
         triton_flow._WARPS_OVERRIDE.clear()
+    assert triton_flow._launch_options(4096, "backward") == {"num_warps": 16}  # the interpreter takes no maxnreg
+
+
+def test_cuda_launches_give_one_program_the_whole_register_file(monkeypatch):
+    monkeypatch.setattr(triton_flow, "interpreter_active", lambda: False)
+    monkeypatch.setattr(triton_flow, "_has_maxnreg", lambda: True)
+    assert triton_flow._launch_options(1024, "backward") == {"num_warps": 4, "maxnreg": 255}
+    assert triton_flow._launch_options(4096, "backward") == {"num_warps": 16, "maxnreg": 128}
+    assert triton_flow._launch_options(4096, "forward") == {"num_warps": 8, "maxnreg": 255}
+    assert triton_flow._launch_options(16384, "backward") == {"num_warps": 32, "maxnreg": 64}
+    monkeypatch.setattr(triton_flow, "_has_maxnreg", lambda: False)  # an older Triton: launch without it
+    assert triton_flow._launch_options(4096, "backward") == {"num_warps": 16}
 
 
 def test_double_backward_is_refused():

@@ -239,3 +239,13 @@ def test_heat_map_draws_unmeasured_cells_and_refuses_mismatched_shapes(tmp_path)
         viz.plot_heatmap(values, ["a", "b", "c"], ["x", "y", "z"])
     with pytest.raises(ValueError, match="counts"):
         viz.plot_heatmap(values, ["a", "b"], ["x", "y", "z"], counts=np.zeros((3, 3)))
+
+
+def test_clips_move_at_the_speed_the_checkpoint_was_trained_on():
+    from repflow_core.robustness import trained_clip_frames
+
+    written = {"config": {"data": {"layout": "splitlist", "clip_len": 16}, "synthetic": {"num_frames": 40}}}
+    stream = {"config": {"data": {"layout": "synthetic_stream", "clip_len": 16, "frame_stride": 2},
+                         "synthetic": {"num_frames": 40}}}
+    assert trained_clip_frames(written) == 40 and trained_clip_frames(stream) == 31
+    assert trained_clip_frames(None) == trained_clip_frames({}) == 40

@@ -111,9 +111,21 @@ def _launch_options(block: int, kernel: str) -> dict:
     16, 64 at 32). Without it ptxas picked 32 registers at 8 warps and 64 at 16 for the 56x56 backward (ptxas
     13.4 -v, sm_90a) and spilled the rest; the interpreter takes no such option."""
     warps = _num_warps(block, kernel)
-    if interpreter_active():
+    if interpreter_active() or not _has_maxnreg():
         return {"num_warps": warps}
     return {"num_warps": warps, "maxnreg": min(255, 65536 // (32 * warps))}
+
+
+def _has_maxnreg() -> bool:
+    """Whether this Triton's CUDA backend takes ``maxnreg`` (Triton >= 3.0; an unknown launch option raises)."""
+    if "maxnreg" not in _STATE:
+        try:
+            from triton.backends.nvidia.compiler import CUDAOptions
+
+            _STATE["maxnreg"] = "maxnreg" in CUDAOptions.__dataclass_fields__
+        except Exception:  # noqa: BLE001 - another backend layout: launch without it
+            _STATE["maxnreg"] = False
+    return bool(_STATE["maxnreg"])
 
 
 def _programs(n: int, per_program_floats: int, device: torch.device, override: int | None = None) -> int:
