@@ -33,6 +33,7 @@ PEP517_BUILD = "setuptools.build_meta" in sys.modules
 CONSOLE_SCRIPTS = [
     "recognizer_node = repflow_ros.recognizer_node:main",
     "camera_sim = repflow_ros.camera_sim_node:main",
+    "recorder_node = repflow_ros.recorder_node:main",
     "repflow-train = repflow_core.train:main",
     "repflow-evaluate = repflow_core.evaluate:main",
     "repflow-export = repflow_core.export:main",

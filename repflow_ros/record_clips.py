@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import threading
@@ -79,7 +80,7 @@ def _progress(seconds: float, done: threading.Event, out) -> None:
     out.write("\r" + " " * 60 + "\r")
 
 
-def _record_one(node, client, set_client, events, args, out) -> tuple[bool, str]:
+def _record_one(client, set_client, events, args, out) -> tuple[bool, str]:
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
@@ -111,7 +112,8 @@ def _record_one(node, client, set_client, events, args, out) -> tuple[bool, str]
         return False, f"no result for clip {match.group(1)} within {args.seconds + args.timeout:g} s"
     if event["event"] == "aborted":
         return False, f"clip discarded by the recorder: {event.get('reason', '?')}"
-    return True, f"wrote {event['path']} ({event['frames']} frames, {(event['last_stamp_ns'] - event['first_stamp_ns']) / 1e9:.2f} s of stamps)"
+    span = (event["last_stamp_ns"] - event["first_stamp_ns"]) / 1e9
+    return True, f"wrote {event['path']} ({event['frames']} frames, {span:.2f} s of stamps)"
 
 
 def _call(client, request, timeout: float):
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(f"  starting in {left}...\n")
                 out.flush()
                 time.sleep(1.0)  # a countdown for a person, not synchronisation
-            ok, message = _record_one(node, start, set_params, events, args, out)
+            ok, message = _record_one(start, set_params, events, args, out)
             out.write(f"  {message}\n")
             out.flush()
             if not ok:
@@ -173,10 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         out.write("\ninterrupted (the recorder discards nothing already written; call ~/stop to end a clip)\n")
         return 1
     finally:
-        executor.shutdown(timeout_sec=0.5)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        for step in (lambda: executor.shutdown(timeout_sec=0.5), node.destroy_node, rclpy.try_shutdown,
+                     lambda: spinner.join(timeout=2.0)):
+            try:
+                step()
+            except Exception:
+                pass
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip the interpreter's teardown of the DDS libraries (slow, and it can abort at exit)

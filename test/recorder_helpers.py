@@ -46,26 +46,29 @@ class FramePublisher:
         self._thread.join(timeout=5.0)
 
 
-def start_recorder(dataset_dir: Path, log_dir: Path, name: str = "recorder",
-                   extra: tuple[str, ...] = ()) -> NodeProcess:
-    """The recorder node as a process on the test camera (reliable QoS so no frame is lost to the test's load)."""
+def start_recorder(dataset_dir: Path, log_dir: Path, name: str = "recorder", extra: tuple[str, ...] = (),
+                   node_name: str = "repflow_recorder", topic: str = CAMERA_TOPIC) -> NodeProcess:
+    """The recorder node as a process on the test camera (reliable QoS so no frame is lost to the test's load).
+    Tests that run beside another recorder give theirs another ``node_name`` and ``topic``."""
     args = ["-p", f"dataset_dir:={dataset_dir}", "-p", "image_qos:=reliable", "-p", "min_free_bytes:=0",
-            "-r", f"image:={CAMERA_TOPIC}"]
+            "-r", f"image:={topic}", "-r", f"__node:={node_name}"]
     for item in extra:
         args += ["-p", item]
     return NodeProcess("repflow_ros.recorder_node", args, log_dir, name=name)
 
 
-def wait_ready(harness: RosHarness, proc: NodeProcess, timeout: float = 60.0) -> RecorderClient:
-    """Until the recorder answers on ``set_parameters``, ``~/stop`` and ``~/start``; returns the warmed-up clients."""
+def wait_ready(harness: RosHarness, proc: NodeProcess, timeout: float = 60.0,
+               node: str = "/repflow_recorder") -> RecorderClient:
+    """Until the recorder answers on ``set_parameters``, ``~/stop`` and ``~/start`` (which leaves its ``label``
+    empty); returns the warmed-up clients."""
     from std_srvs.srv import Trigger
 
-    client = harness.node.create_client(Trigger, "/repflow_recorder/start")
+    client = harness.node.create_client(Trigger, f"{node}/start")
     try:
         assert client.wait_for_service(timeout_sec=timeout), proc.describe()
     finally:
         harness.node.destroy_client(client)
-    calls = RecorderClient(harness)
+    calls = RecorderClient(harness, node)
     calls.warm_up(timeout)
     return calls
 

@@ -46,7 +46,7 @@ def _events_subscription(harness: RosHarness) -> Recorder:
     return recorder
 
 
-def _record(calls: RecorderClient, events: Recorder, label: str, seconds: float) -> dict:
+def _record(calls, events: Recorder, label: str, seconds: float) -> dict:
     results = calls.set_parameters({"label": label, "seconds": seconds})
     assert all(r.successful for r in results), [r.reason for r in results]
     reply = calls.start()
@@ -172,10 +172,10 @@ def test_read_only_parameter_refused_at_run_time(rig):
 def test_killed_recorder_leaves_no_readable_half_clip(tmp_path):
     root, logs = tmp_path / "data", tmp_path / "logs"
     harness = RosHarness("recorder_kill_driver")
-    camera = FramePublisher(harness)
-    proc = start_recorder(root, logs, name="victim")
+    camera = FramePublisher(harness, topic="/rec_kill/image")
+    proc = start_recorder(root, logs, name="victim", node_name="rec_kill", topic="/rec_kill/image")
     try:
-        calls = wait_ready(harness, proc)
+        calls = wait_ready(harness, proc, node="/rec_kill")
         assert all(r.successful for r in calls.set_parameters({"label": "wave", "seconds": 60.0},
                                                                 timeout=30.0))
         reply = calls.start()
@@ -189,9 +189,9 @@ def test_killed_recorder_leaves_no_readable_half_clip(tmp_path):
         with pytest.raises(Exception, match="empty class|no class folders"):
             scan_class_folders(root)  # the loader sees no clip at all
         # the next recorder on the folder removes the stale temporary
-        proc2 = start_recorder(root, logs, name="successor")
+        proc2 = start_recorder(root, logs, name="successor", node_name="rec_kill", topic="/rec_kill/image")
         try:
-            wait_ready(harness, proc2)
+            wait_ready(harness, proc2, node="/rec_kill")
             assert poll(lambda: not hidden_temps(root))
             assert poll(lambda: "killed" in proc2.output()), proc2.describe()
         finally:
@@ -206,10 +206,13 @@ def test_killed_recorder_leaves_no_readable_half_clip(tmp_path):
 def test_sigint_while_recording_discards_the_clip_and_exits_0(tmp_path):
     root, logs = tmp_path / "data", tmp_path / "logs"
     harness = RosHarness("recorder_sigint_driver")
-    camera = FramePublisher(harness)
-    proc = start_recorder(root, logs, name="interrupted", extra=("label:=wave", "seconds:=60"))
+    camera = FramePublisher(harness, topic="/rec_int/image")
+    # seconds:=60 arrives as an integer: the node takes it for the float parameter
+    proc = start_recorder(root, logs, name="interrupted", extra=("seconds:=60",), node_name="rec_int",
+                          topic="/rec_int/image")
     try:
-        calls = wait_ready(harness, proc)
+        calls = wait_ready(harness, proc, node="/rec_int")
+        assert all(r.successful for r in calls.set_parameters({"label": "wave"}))
         reply = calls.start()
         assert reply.success, reply.message
         assert poll(lambda: bool(hidden_temps(root)), timeout=60.0), proc.describe()
@@ -232,3 +235,26 @@ def test_help_lists_parameters_without_joining_the_graph():
     for name in RECORDER_PARAMETERS:
         assert f"  {name} (" in out.stdout
     assert "~/start" in out.stdout and "~/record" in out.stdout
+
+
+def test_record_yaml_lists_every_parameter_at_its_default():
+    import yaml
+
+    from repflow_ros.recorder_params import RECORDER_PARAMETERS
+
+    values = yaml.safe_load((REPO_ROOT / "config" / "record.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(values) == set(RECORDER_PARAMETERS)
+    for name, value in values.items():
+        assert value == RECORDER_PARAMETERS[name].default, name
+
+
+def test_record_request_parsing():
+    from repflow_ros.recorder_params import parse_record_request
+
+    assert parse_record_request('{"label": "wave", "seconds": 2}') == ("wave", 2.0)
+    assert parse_record_request("clap 1.5") == ("clap", 1.5)
+    assert parse_record_request("clap") == ("clap", 3.0)
+    for bad, why in (("../x 2", "path separator"), ("wave -1", "out of range"), ('{"seconds": 2}', "label"),
+                     ("{bad json", "JSON"), ("", "LABEL"), ("test 2", "reserved")):
+        with pytest.raises(ValueError, match=why):
+            parse_record_request(bad)
