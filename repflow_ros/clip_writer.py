@@ -33,9 +33,9 @@ import numpy as np
 from repflow_core.atomic_io import atomic_write_text, default_file_mode
 from repflow_core.data.rosbag import BagError, check_label
 
-__all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "ClipTooLarge", "LabelError",
-           "check_clip_label", "append_index", "read_index", "dataset_bytes", "free_bytes", "remove_stale_temps",
-           "clip_stem"]
+__all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "ClipTooLarge",
+           "LabelError", "check_clip_label", "append_index", "read_index", "dataset_bytes", "free_bytes",
+           "remove_stale_temps", "clip_stem"]
 
 INDEX_NAME = "index.csv"
 #: Columns of the index; ``path,label`` first, so the index is also a ``data.layout=csv`` list (relative paths).

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from repflow_core.data.image_codec import DEFAULT_MAX_ASPECT, DEFAULT_MAX_IMAGE_PIXELS
+
 __all__ = [
     "NODE_NAME",
     "ParamSpec",
@@ -77,6 +79,13 @@ PARAMETER_SPECS: dict[str, ParamSpec] = {
     "max_frame_gap": ParamSpec(
         0.5, float, "Seconds between frame stamps beyond which the frame window restarts; 0 disables the check."
         + _RO, True, (0.0, 3600.0)),
+    "max_image_pixels": ParamSpec(
+        DEFAULT_MAX_IMAGE_PIXELS, int, "Largest frame accepted, in pixels (width x height as declared by the message or "
+        "the JPEG/PNG header, checked before decoding); larger frames are dropped and counted (frames_dropped_"
+        "too_large). The memory bound per frame: default 4096 x 2160 (DCI 4K)." + _RO, True, (64, 1 << 30)),
+    "max_aspect": ParamSpec(
+        DEFAULT_MAX_ASPECT, float, "Largest accepted max(width, height) / min(width, height); beyond it frames are "
+        "dropped and counted (frames_dropped_bad_aspect) before decoding." + _RO, True, (1.0, 64.0)),
     "warmup": ParamSpec(
         2, int, "Warm-up inferences on blank frames at activation (0: none)." + _RO, True, (0, 100)),
     "autostart": ParamSpec(

@@ -174,6 +174,7 @@ class RosHarness:
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
+        self._clients: dict = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name="test_executor", daemon=True)
@@ -202,20 +203,38 @@ class RosHarness:
         recorder.subscription = self.node.create_subscription(msg_type, topic, recorder, qos)
         return recorder
 
+    # Services whose request can be sent twice without changing the outcome.
+    IDEMPOTENT = ("SetParameters", "GetParameters", "SetBool", "GetState")
+
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        """Call a service; waits for it to appear and for the answer (each within ``timeout``)."""
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} did not appear within {timeout} s")
+        """Call a service; waits for it to appear and for the answer (each within ``timeout``).
+
+        Clients are kept for the harness's lifetime: with Fast DDS, the first request of a brand-new client can
+        reach the server before the server's reply writer has matched the client, and that reply is lost. An
+        idempotent request (:data:`IDEMPOTENT`) that got no answer is therefore sent again every few seconds
+        until ``timeout``; any other request is sent once.
+        """
+        client = self._client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} did not appear within {timeout} s")
+        resend = 3.0 if srv_type.__name__ in self.IDEMPOTENT else timeout
+        deadline = time.monotonic() + timeout
+        while True:
             done = threading.Event()
             future = client.call_async(request)
             future.add_done_callback(lambda _f: done.set())
-            if not done.wait(timeout):
+            left = deadline - time.monotonic()
+            if done.wait(max(0.0, min(resend, left))):
+                return future.result()
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"service {name} did not answer within {timeout} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+
+    def _client(self, srv_type, name: str):
+        key = (srv_type, name)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(srv_type, name)
+        return self._clients[key]
 
     def set_parameters(self, node_name: str, values: dict[str, Any], timeout: float = 10.0):
         """Set parameters on a remote node; returns the list of SetParametersResult."""

@@ -86,9 +86,10 @@ def test_install_layout(colcon_install):
     share = inst / "share" / "repflow_ros"
     for rel in ("share/repflow_ros/package.xml", "share/ament_index/resource_index/packages/repflow_ros"):
         assert (inst / rel).is_file(), rel
-    for rel in ("launch/recognize.launch.py", "config/recognize.yaml"):
+    for rel in ("launch/recognize.launch.py", "config/recognize.yaml", "config/record.yaml"):
         assert (share / rel).is_file(), f"{rel} not installed (present in the source: {(REPO / rel).is_file()})"
-    for script in ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate", "repflow-export"):
+    for script in ("recognizer_node", "camera_sim", "recorder_node", "repflow-train", "repflow-evaluate",
+                   "repflow-export"):
         path = inst / "lib" / "repflow_ros" / script
         assert path.is_file() and os.access(path, os.X_OK), path
         text = path.read_text()

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 COPY_FILES = ("package.xml", "setup.py", "setup.cfg", "pyproject.toml")
 COPY_DIRS = ("resource", "repflow_core", "repflow_ros", "launch", "config")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
-SCRIPTS = ("recognizer_node", "camera_sim", "repflow-train", "repflow-evaluate", "repflow-export")
+SCRIPTS = ("recognizer_node", "camera_sim", "recorder_node", "repflow-train", "repflow-evaluate", "repflow-export")
 
 
 def _pip(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
