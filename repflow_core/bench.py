@@ -15,8 +15,8 @@ Measures
 Speed: implementations (and model variants) of one case are timed in one process, round-robin (eager,
 fused, eager, fused, ...), so load changes on a shared machine hit them alike. Times are medians after a
 warm-up call; speed-ups ("x") are the median over rounds of the ratio of the calls made back to back, and
-speed goals are read as those ratios, not the absolute times (which vary several-fold on a shared machine). A call slower than
-``--budget`` / repeats is repeated fewer times (at least once after its warm-up).
+speed goals are read as those ratios, not the absolute times (which vary several-fold on a shared machine).
+A call slower than ``--budget`` / repeats is repeated fewer times (at least once after its warm-up).
 Forward+backward is skipped ("no memory") where what autograd would save (measured on one sample, times
 the batch) exceeds 75 % of the free memory: the eager layer at 56x56 with 20 iterations needs ~24 GB.
 Memory: "saved MB" is what autograd keeps for backward (unique tensor storages, exact, from
@@ -33,17 +33,17 @@ import argparse
 import copy
 import json
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 import platform
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -180,7 +180,7 @@ class SavedTensors:
         self.storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    def __enter__(self) -> "SavedTensors":
+    def __enter__(self) -> SavedTensors:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._hooks.__enter__()
         return self

@@ -93,7 +93,7 @@ class InputSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "InputSpec":
+    def from_dict(cls, data: dict) -> InputSpec:
         known = {f.name for f in fields(cls)}
         spec = cls(**{k: v for k, v in data.items() if k in known})
         spec.size = (int(spec.size[0]), int(spec.size[1]))

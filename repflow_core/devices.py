@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -112,7 +113,7 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype | None:
     return PRECISIONS[name]
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """``torch.autocast`` for ``precision`` on ``device`` (checked by :func:`check_precision`), or a no-op for fp32."""
     dtype = check_precision(precision, device)
     if dtype is None:

@@ -37,8 +37,8 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ class Recognizer:
         cuda_graphs: bool = False,
         max_checkpoint_bytes: int = MAX_CHECKPOINT_BYTES,
         backend: str = "torch",
-    ) -> "Recognizer":
+    ) -> Recognizer:
         """Load ``path`` (default: the packaged model), validated in full (checkpoint.validate_checkpoint; a
         file over ``max_checkpoint_bytes`` is refused before it is read). Raises CheckpointError or
         RecognizerError. ``backend``: ``torch`` or ``onnxruntime`` (exported once, cached; a ``.onnx`` file

@@ -222,7 +222,7 @@ class RosHarness:
         while True:
             done = threading.Event()
             future = client.call_async(request)
-            future.add_done_callback(lambda _f: done.set())
+            future.add_done_callback(lambda _f, done=done: done.set())
             left = deadline - time.monotonic()
             if done.wait(max(0.0, min(resend, left))):
                 return future.result()

@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from ros_helpers import NodeProcess, RosHarness, diagnostic_values, image_msg, predictions, wait_until
 
 from repflow_core.data.synthetic import render_clip
 from repflow_core.recognizer import Recognizer, default_checkpoint
-from ros_helpers import NodeProcess, RosHarness, diagnostic_values, image_msg, predictions, wait_until
 
 CLIPS = [("walk_left", 101), ("walk_right", 101)]  # (action, seed): held-out renders, not training clips
 FRAMES = 40
@@ -28,10 +28,9 @@ def offline():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from std_msgs.msg import String
-    from sensor_msgs.msg import Image
-
     from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
 
     logs = tmp_path_factory.mktemp("e2e")
     node = NodeProcess("repflow_ros.recognizer_node",

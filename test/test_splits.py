@@ -26,7 +26,7 @@ def test_stratified_grouped_deterministic():
     b = carve_validation(list(reversed(samples)), classes, 0.25, seed=1)
     assert sorted(map(str, (s.path for s in a.val))) == sorted(map(str, (s.path for s in b.val)))  # order-free
     assert len(a.train) + len(a.val) == len(samples) and not {s.path for s in a.train} & {s.path for s in a.val}
-    for ci, c in enumerate(classes):  # every class held out ~25% (whole groups of 3 clips: 6 of 24)
+    for ci in range(len(classes)):  # every class held out ~25% (whole groups of 3 clips: 6 of 24)
         assert sum(s.label == ci for s in a.val) == 6
     train_groups = {(s.label, group_of(s.path)) for s in a.train}
     assert not train_groups & {(s.label, group_of(s.path)) for s in a.val}  # no group straddles

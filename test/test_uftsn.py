@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from test_motion_losses import sinusoid_texture
 
 from repflow_core import motion_losses as ml
 from repflow_core.uftsn import UFTSN, FlowEstimator, cost_volume, pyramid_loss
-from test_motion_losses import sinusoid_texture
 
 
 def test_cost_volume_peaks_at_the_true_displacement():

@@ -27,9 +27,10 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .video_io import is_frame_folder, natural_key
 
@@ -175,7 +176,7 @@ class DataConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "DataConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> DataConfig:
         d = dict(d or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -518,7 +519,7 @@ def load_split_list(root: str | os.PathLike, list_file: str | os.PathLike,
     if not parsed:
         raise DatasetError(f"zero samples in {list_path}")
     offset = 0 if any(p[3] == 0 for p in parsed) else 1
-    for n, rel, label, num in parsed:
+    for n, _rel, label, num in parsed:
         if num is not None and num - offset != label:
             raise DatasetError(f"{list_path}:{n}: label {num} does not match class "
                                f"{classes[label]!r} (expected {label + offset})")

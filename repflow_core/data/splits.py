@@ -25,9 +25,9 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -95,7 +95,8 @@ def carve_validation(samples: Sequence[VideoSample], classes: Sequence[str], fra
         try:
             re.compile(group_regex)
         except re.error as exc:
-            raise DatasetError(f"data.val_group_regex {group_regex!r} is not a valid regular expression: {exc}")
+            raise DatasetError(
+                f"data.val_group_regex {group_regex!r} is not a valid regular expression: {exc}") from None
     rule = f"regex {group_regex!r}" if group_regex else "UCF101 group gXX, else file"
     split = ValidationSplit(train=[], val=[], fraction=float(fraction), seed=int(seed), group_rule=rule)
     by_class: dict[int, dict[str, list[VideoSample]]] = defaultdict(lambda: defaultdict(list))

@@ -29,8 +29,8 @@ adds colour jitter, blur, noise and JPEG compression, all deterministic per ``rn
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -400,7 +400,7 @@ class FlipPolicy:
     @classmethod
     def from_classes(cls, classes: Sequence[str], enabled: bool = True,
                      pairs: Iterable[Sequence[str]] = (), forbidden: Iterable[str] = (),
-                     auto: bool = True, p: float = 0.5) -> "FlipPolicy":
+                     auto: bool = True, p: float = 0.5) -> FlipPolicy:
         index = {c: i for i, c in enumerate(classes)}
 
         def idx(name: str, what: str) -> int:
@@ -438,7 +438,7 @@ class FlipPolicy:
         return cls(enabled=bool(enabled), swap=swap, forbidden=forbid, p=p)
 
     @classmethod
-    def from_config(cls, cfg, classes: Sequence[str]) -> "FlipPolicy":
+    def from_config(cls, cfg, classes: Sequence[str]) -> FlipPolicy:
         """From a DataConfig (``hflip``, ``hflip_pairs``, ``hflip_forbidden``)."""
         return cls.from_classes(classes, enabled=cfg.hflip, pairs=cfg.hflip_pairs,
                                 forbidden=getattr(cfg, "hflip_forbidden", ()))

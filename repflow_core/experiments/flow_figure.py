@@ -28,7 +28,7 @@ def flow_of_features(rec: Recognizer, frames: np.ndarray) -> torch.Tensor:
         raise SystemExit("this model has no flow layer")
     clip = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(255).unsqueeze(0).to(rec.device)
     x = (clip - rec._mean) / rec._std
-    b, t = x.shape[0], x.shape[2]
+    b = x.shape[0]
     with torch.inference_mode():
         feats = x if model.is_video else model._to_frames(x)
         for name in model.backbone.stage_names:
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     pair = flow[:, args.pair]
     grid = flow_grid_image(pair, cell=96, max_channels=16)
 
-    grey = torch.from_numpy(cv2.cvtColor(np.ascontiguousarray(frames[args.pair : args.pair + 2].reshape(-1, frames.shape[2], 3)),
-                                         cv2.COLOR_RGB2GRAY).astype(np.float32)).view(1, 1, 2, *frames.shape[1:3])
+    rows = np.ascontiguousarray(frames[args.pair : args.pair + 2].reshape(-1, frames.shape[2], 3))
+    grey = torch.from_numpy(cv2.cvtColor(rows, cv2.COLOR_RGB2GRAY).astype(np.float32)).view(1, 1, 2, *frames.shape[1:3])
     pixel_flow = RepresentationFlow(1, iterations=50, gradient="central")(grey)[0, :, 0].detach()
     pixel = flow_to_color(pixel_flow[0].numpy(), pixel_flow[1].numpy())
     size = grid.shape[0]
