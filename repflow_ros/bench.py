@@ -157,6 +157,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak", type=float, default=None, metavar="MINUTES",
                    help="run the soak benchmark for MINUTES instead (memory, labels/s, drops under hostile bursts)")
     p.add_argument("--hostile-every", type=float, default=10.0, help="seconds between hostile bursts (--soak)")
+    p.add_argument("--qos", action="store_true",
+                   help="measure instead which image QoS keeps a camera's frames (repflow_ros.bench_qos): transports "
+                   "x formats x rates x QoS, frames received / sent")
+    p.add_argument("--qos-seconds", type=float, default=5.0, help="seconds per cell of --qos")
     p.add_argument("--params-file", default=None, help="parameters YAML (default: config/recognize.yaml)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
     p.add_argument("--out", default=None, help="JSON results (default bench_results/ros_bench.json, "
@@ -341,6 +345,15 @@ def print_table(r: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm_handler()
+    if args.qos:
+        from .bench_qos import print_qos, run_qos_matrix
+
+        result = run_qos_matrix(args.qos_seconds)
+        print_qos(result)
+        out = Path(args.out if args.out != "bench_results/ros_bench.json" else "bench_results/ros_qos.json")
+        write_json(out, result)
+        print(f"results written to {out}")
+        return 0
     try:
         return run(args)
     except RunError as exc:

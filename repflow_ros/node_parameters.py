@@ -20,6 +20,7 @@ __all__ = [
     "PARAMETER_SPECS",
     "PARAMETER_CHOICES",
     "RUNTIME_PARAMETERS",
+    "SWAPPABLE_PARAMETERS",
     "validate_value",
     "coerce_value",
     "check_parameters",
@@ -49,7 +50,13 @@ _RT = " Can be changed at run time."
 #: config/recognize.yaml and launch/recognize.launch.py are checked against this table by the tests.
 PARAMETER_SPECS: dict[str, ParamSpec] = {
     "model_path": ParamSpec(
-        "", str, "Checkpoint file (.pt) to load; empty: the packaged default model." + _RO, True, None),
+        "", str, "Checkpoint file (.pt, or an exported .onnx with backend onnxruntime) to load; empty: the packaged "
+        "default model. Can be changed at run time: the new model is loaded and validated in the background and "
+        "swapped in between two windows; a model that fails keeps the old one running and the refusal says why "
+        "(repflow_ros.model_swap).", True, None),
+    "backend": ParamSpec(
+        "torch", str, "Inference runtime: torch, or onnxruntime (exports the checkpoint once, cached; runs .onnx "
+        "files; fp32 only). Measured not faster than torch on a 2-core CPU (BENCHMARKS.md)." + _RO, True, None),
     "device": ParamSpec(
         "auto", str, "Inference device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Asking for CUDA "
         "where there is none fails configure (no silent CPU fallback)." + _RO, True, None),
@@ -74,14 +81,16 @@ PARAMETER_SPECS: dict[str, ParamSpec] = {
         "raw", str, "raw: subscribe sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage on "
         "`image/compressed` (the remapped `image` name + /compressed)." + _RO, True, None),
     "image_qos": ParamSpec(
-        "sensor_data", str, "Image subscription QoS: sensor_data (best effort, depth 5; matches reliable and best "
-        "effort publishers), reliable (depth 5) or system_default." + _RO, True, None),
+        "reliable", str, "Image subscription QoS: reliable (depth 5; keeps the frames of a camera on the same host: "
+        "best effort lost 80-90% of raw 640x480 / 1280x720 frames in BENCHMARKS.md; does not match a best-effort "
+        "camera), sensor_data (best effort, depth 5; matches every camera; for remote cameras over lossy links) or "
+        "system_default." + _RO, True, None),
     "max_frame_gap": ParamSpec(
         0.5, float, "Seconds between frame stamps beyond which the frame window restarts; 0 disables the check."
         + _RO, True, (0.0, 3600.0)),
     "max_image_pixels": ParamSpec(
-        DEFAULT_MAX_IMAGE_PIXELS, int, "Largest frame accepted, in pixels (width x height as declared by the message or "
-        "the JPEG/PNG header, checked before decoding); larger frames are dropped and counted (frames_dropped_"
+        DEFAULT_MAX_IMAGE_PIXELS, int, "Largest frame accepted, in pixels (width x height as declared by the message "
+        "or the JPEG/PNG header, checked before decoding); larger frames are dropped and counted (frames_dropped_"
         "too_large). The memory bound per frame: default 4096 x 2160 (DCI 4K)." + _RO, True, (64, 1 << 30)),
     "max_aspect": ParamSpec(
         DEFAULT_MAX_ASPECT, float, "Largest accepted max(width, height) / min(width, height); beyond it frames are "
@@ -99,6 +108,7 @@ PARAMETER_SPECS: dict[str, ParamSpec] = {
 #: Allowed values of the string parameters that are enumerations.
 PARAMETER_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "fp16", "bf16"),
+    "backend": ("torch", "onnxruntime"),
     "image_transport": ("raw", "compressed"),
     "image_qos": ("sensor_data", "reliable", "system_default"),
 }
@@ -106,6 +116,8 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 #: Parameters that may change while the node is configured / active.
 RUNTIME_PARAMETERS: tuple[str, ...] = tuple(name for name, spec in PARAMETER_SPECS.items() if not spec.read_only)
+#: Read at configure, but settable while configured too: setting it swaps the model (repflow_ros.model_swap).
+SWAPPABLE_PARAMETERS: tuple[str, ...] = ("model_path",)
 
 
 def coerce_value(name: str, value: Any) -> Any:
@@ -158,7 +170,8 @@ def format_parameter_help(prog: str, node_name: str) -> str:
         "",
         f"Lifecycle node '{node_name}': camera images -> action labels (representation flow network).",
         "Topics: image (in; image/compressed with image_transport:=compressed), action_label, actions, ~/prediction,",
-        "~/debug_image, /diagnostics; service ~/enable (std_srvs/SetBool).",
+        "~/debug_image, ~/model_info (latched JSON), /diagnostics; services ~/enable (std_srvs/SetBool), ~/load_model",
+        "(std_srvs/Trigger: load model_path again; `ros2 param set ... model_path NEW` swaps the model).",
         "",
         "parameters (run time: may change while the node runs; the others are read at configure):",
     ]
@@ -168,7 +181,8 @@ def format_parameter_help(prog: str, node_name: str) -> str:
             extra.append(f"range {spec.range[0]}..{spec.range[1]}")
         if name in PARAMETER_CHOICES:
             extra.append("one of " + ", ".join(PARAMETER_CHOICES[name]))
-        extra.append("run time" if not spec.read_only else "read-only")
+        extra.append("run time" if not spec.read_only else "run time: swaps the model" if name in
+                     SWAPPABLE_PARAMETERS else "read-only")
         lines.append(f"  {name} ({spec.type.__name__}, default {spec.default!r}; {'; '.join(extra)})")
         lines.append(f"      {spec.description.replace(_RO, '').replace(_RT, '')}")
     lines += ["", "exit status: 0 after a normal shutdown (Ctrl-C, SIGTERM), 1 when autostart fails or a parameter",

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from .node_parameters import params_file_problem
@@ -63,7 +63,13 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
         node = node_class()
         started = autostart(node, name) if node.autostart else None
         if started is None:
-            executor = MultiThreadedExecutor(num_threads=4)
+            # One executor thread, on purpose: lifecycle transitions (~/change_state) then run on the thread that
+            # builds the wait sets, so cleanup / deactivate never destroy a subscription or publisher while the
+            # executor is between listing it and waiting on it. With a MultiThreadedExecutor they run on a pool
+            # thread, and rclpy's wait-set construction raises "InvalidHandle: cannot use Destroyable because
+            # destruction was requested" (event_handler.add_to_wait_set) once in a few hundred cycles (issue 11).
+            # Inference has its own thread either way, and intake callbacks are bounded (frame limits).
+            executor = SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin()
         else:
