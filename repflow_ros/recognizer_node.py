@@ -21,13 +21,16 @@ Interface:
 Threads: the image callback only decodes, preprocesses and pushes into a :class:`FrameWindow` (its own mutually
 exclusive callback group); a plain ``threading.Thread`` takes the newest complete window and runs the model, so
 intake never waits for inference and windows that became stale while the model was busy are skipped and counted.
-Services, timers and parameter requests run on the other threads of a ``MultiThreadedExecutor``. Smoothing,
+Services, timers, parameter requests and lifecycle transitions run on the one executor thread (a
+``SingleThreadedExecutor``, see :mod:`repflow_ros.node_runner`: transitions then never destroy an entity the executor
+is about to wait on). Smoothing,
 threshold and top-k live in :mod:`repflow_ros.prediction`, counters and the diagnostics status in
 :mod:`repflow_ros.node_diagnostics`.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -40,20 +43,29 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
-from .frame_window import RESET_REASONS, FrameWindow
-from .image_decoding import DECODE_ERROR_CAUSES, ImageDecodeError, ImageDecoder, rgb_to_image_msg
+from .frame_window import RESET_REASONS, BadStamp, FrameWindow, ResetReporter, stamp_to_ns
+from .image_decoding import DECODE_ERROR_CAUSES, FrameLimits, ImageDecodeError, ImageDecoder, rgb_to_image_msg
+from .model_swap import ModelSwapMixin, window_spec
 from .node_diagnostics import NodeStats, diagnostic_array, diagnostic_status
-from .node_model import ConfigureError, prepare_model
+from .node_model import ConfigureError, build_on_device, prepare_model
 from .node_parameters import (
     NODE_NAME,
     PARAMETER_CHOICES,
     PARAMETER_SPECS,
     RUNTIME_PARAMETERS,
+    SWAPPABLE_PARAMETERS,
     ParamSpec,
     check_parameters,
     coerce_value,
@@ -73,12 +85,17 @@ __all__ = ["NODE_NAME", "UNKNOWN_LABEL", "DIAGNOSTIC_NAME", "PARAMETER_SPECS", "
 
 DIAGNOSTIC_NAME = f"{NODE_NAME}: inference"  #: without a namespace (else "<ns>/repflow_recognizer: inference")
 DIAGNOSTICS_PERIOD_S = 1.0
-#: Reasons a frame is dropped (decode causes plus ``other``: preprocessing or unexpected decoder failures).
-DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("other",)
+#: Reasons a frame is dropped: the decode causes (too_large and bad_aspect: the memory bound per frame, checked before
+#: decoding), bad_stamp (nanosec >= 1e9 or a negative sec), bad_shape (a frame preprocess refuses) and ``other``
+#: (unexpected decoder or preprocessing failures).
+DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "bad_shape", "other")
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 _PTYPE = {str: Parameter.Type.STRING, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
           bool: Parameter.Type.BOOL}
 _RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+#: ~/model_info: latched (a late subscriber gets the current model at once).
+_LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _IMAGE_QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default,
               "reliable": QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)}
 _SHUTDOWN_JOIN_S = 0.05  # at process exit: how long to wait for a window in flight before leaving it to the thread
@@ -99,6 +116,19 @@ def _descriptor(name: str, spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
+def _frame_shape_error() -> type[Exception]:
+    """``repflow_core.recognizer.FrameShapeError``, imported when first needed (torch is loaded by then)."""
+    from repflow_core.recognizer import FrameShapeError
+
+    return FrameShapeError
+
+
+def _non_finite_output() -> type[Exception]:
+    from repflow_core.recognizer import NonFiniteOutput
+
+    return NonFiniteOutput
+
+
 def debug_image_msg(frame: Frame, prediction: Prediction):
     """The newest frame of the window with the label and score drawn on it (sensor_msgs/Image rgb8)."""
     from builtin_interfaces.msg import Time
@@ -108,7 +138,7 @@ def debug_image_msg(frame: Frame, prediction: Prediction):
                             stamp=Time(sec=sec, nanosec=nanosec), frame_id=prediction.frame_id)
 
 
-class RecognizerNode(LifecycleNode):
+class RecognizerNode(ModelSwapMixin, LifecycleNode):
     """Camera images -> action labels; see the module docstring for the interface."""
 
     def __init__(self, **kwargs):
@@ -116,9 +146,12 @@ class RecognizerNode(LifecycleNode):
         self._bad_overrides: dict[str, str] = {}
         self._declare_parameters()
         self.autostart = bool(self.get_parameter("autostart").value)
+        self.add_pre_set_parameters_callback(self._coerce_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._swap_after_set)  # starts an accepted model swap
         self._recognition_enabled = True
-        self._decoder = ImageDecoder()
+        self._decoder = ImageDecoder()  # replaced at activation, with the max_image_pixels / max_aspect limits
+        self._reset_reporter = ResetReporter()
         self._cfg: dict[str, Any] = {}
         self._checkpoint = None
         self._device = None
@@ -137,6 +170,9 @@ class RecognizerNode(LifecycleNode):
         self._diag_timer = None
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
+        self._swap_group = MutuallyExclusiveCallbackGroup()  # ~/load_model: a load blocks neither intake nor timers
+        self._swap_wake = self.create_guard_condition(lambda: None, callback_group=self._swap_group)
+        self._init_model_swap()
 
     # -- read-only views ------------------------------------------------------------------------------------------
 
@@ -179,11 +215,41 @@ class RecognizerNode(LifecycleNode):
                 self.declare_parameter(name, spec.default, _descriptor(name, spec), ignore_override=True)
                 self.get_logger().error(f"parameter {name}={shown!r} is invalid: {why}; configure will fail")
 
+    @staticmethod
+    def _coerce_parameters(params: list[Parameter]) -> list[Parameter]:
+        """Before rclpy's type check: an integer for a float parameter becomes a double (``ros2 param set ...
+        score_threshold 1``), at run time as at start-up (see _declare_parameters)."""
+        out = []
+        for param in params:
+            spec = PARAMETER_SPECS.get(param.name)
+            if spec is not None and spec.type is float and param.type_ == Parameter.Type.INTEGER:
+                param = Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+            out.append(param)
+        return out
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """What the parameter services call: an undeclared name is refused with its name and the nearest declared
+        ones (rclpy would say "Invalid access to undeclared parameter(s): []")."""
+        unknown = [param.name for param in parameter_list if not self.has_parameter(param.name)]
+        if unknown:
+            import difflib
+
+            names = sorted(PARAMETER_SPECS)
+            near = difflib.get_close_matches(unknown[0], names, n=2)
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            return SetParametersResult(successful=False, reason=(
+                f"{self.get_name()} has no parameter {unknown[0]!r}{hint}; its parameters are: {', '.join(names)}"))
+        return super().set_parameters_atomically(parameter_list)
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         state = self.state_label
+        swap_to = None
         for param in params:
             name = param.name
             if name not in PARAMETER_SPECS:
+                continue
+            if name in SWAPPABLE_PARAMETERS and state in ("inactive", "active") and isinstance(param.value, str):
+                swap_to = param.value.strip()  # loaded and validated below, after every other check passed
                 continue
             if name == "autostart":
                 return SetParametersResult(successful=False,
@@ -196,6 +262,10 @@ class RecognizerNode(LifecycleNode):
             problem = validate_value(name, value)
             if problem:
                 return SetParametersResult(successful=False, reason=f"{name}={value!r}: {problem}")
+        if swap_to is not None:  # model_path at run time: refused (old model kept) with the reason when it fails
+            problem = self._swap_parameter_check(swap_to, str(self.get_parameter("model_path").value))
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
         for param in params:  # all accepted: apply the run-time ones
             if param.name in RUNTIME_PARAMETERS and self._cfg:
                 self._apply_runtime(param.name, coerce_value(param.name, param.value))
@@ -231,7 +301,11 @@ class RecognizerNode(LifecycleNode):
         """inactive -> active: move the model to the device, warm it up (logging the time and the device), start the
         inference thread, subscribe, then enable the publishers."""
         result = self._guarded("activate", self._activate)
-        return super().on_activate(state) if result == SUCCESS else result
+        if result != SUCCESS:
+            return result
+        result = super().on_activate(state)
+        self._publish_model_info()  # the publishers are enabled now
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """active -> inactive: disable the publishers, unsubscribe, stop the inference thread and free the model
@@ -280,6 +354,8 @@ class RecognizerNode(LifecycleNode):
         cfg, checkpoint, path, spec = setup.cfg, setup.checkpoint, setup.path, setup.checkpoint.input_spec
         self._cfg, self._checkpoint, self._model_source, self._device = cfg, checkpoint, path, setup.device
         self._device_description = setup.device_description
+        self._model_sha256, self._setup_recognizer = setup.sha256, setup.cpu_recognizer
+        self._model_spec = window_spec(checkpoint, cfg["clip_len"], cfg["frame_stride"])
         self._create_interfaces()
         labels = list(checkpoint.labels)
         shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
@@ -298,19 +374,20 @@ class RecognizerNode(LifecycleNode):
         if self._cfg["publish_debug_image"]:
             self._pubs["debug"] = pub(Image, "~/debug_image", qos_profile_sensor_data)
         self._pubs["diagnostics"] = pub(DiagnosticArray, "/diagnostics", _RELIABLE)
+        self._pubs["model_info"] = pub(String, "~/model_info", _LATCHED)
         self._own_services = [self.create_service(SetBool, "~/enable", self._on_enable,
-                                                  callback_group=self._service_group)]
+                                                  callback_group=self._service_group),
+                              self.create_service(Trigger, "~/load_model", self._on_load_model,
+                                                  callback_group=self._swap_group)]
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
                                              callback_group=self._service_group)
 
     def _activate(self) -> TransitionCallbackReturn:
-        from repflow_core.recognizer import Recognizer
-
         log, cfg = self.get_logger(), self._cfg
-        try:
-            recognizer = Recognizer(self._checkpoint, device=str(self._device), precision=cfg["precision"],
-                                    log=log.info, source=self._model_source)
-            warm_s = recognizer.warmup(cfg["warmup"]) if cfg["warmup"] > 0 else 0.0
+        try:  # the CPU recognizer self-tested at configure is reused when the device is the CPU
+            recognizer, warm_s = build_on_device(self._checkpoint, self._model_source, self._device, cfg["precision"],
+                                                 cfg["backend"], cfg["warmup"], log.info, self._setup_recognizer)
+            self._setup_recognizer = None
         except Exception as exc:
             log.error(f"activate failed: cannot load the model {self._model_source} on "
                       f"{self._device_description} ({cfg['precision']}): {exc}")
@@ -319,8 +396,9 @@ class RecognizerNode(LifecycleNode):
                  f"{cfg['warmup']} inference(s) in {warm_s:.3f} s")
         gap = cfg["max_frame_gap"]
         self._window = FrameWindow(cfg["clip_len"], cfg["frame_stride"], cfg["hop"], gap if gap > 0 else None)
-        self._predictor = Predictor(recognizer.top_k, cfg["smoothing"], cfg["score_threshold"], cfg["top_k"])
-        self._recognizer = recognizer
+        with self._swap_lock:
+            self._predictor = Predictor(recognizer.top_k, cfg["smoothing"], cfg["score_threshold"], cfg["top_k"])
+            self._recognizer = recognizer
         self._stop = threading.Event()  # a fresh event: a thread still finishing a window keeps its own, set one
         self._thread = threading.Thread(target=self._inference_loop, args=(self._window, recognizer, self._stop),
                                         name="repflow_inference", daemon=True)
@@ -331,6 +409,15 @@ class RecognizerNode(LifecycleNode):
         return SUCCESS
 
     def _subscribe(self) -> None:
+        """Intake set-up at activation: the decoder with this configuration's frame limits (the memory bound per
+        frame), reset logging from scratch, the recognizer's one-time warnings into this node's log, the
+        subscription."""
+        cfg = self._cfg
+        self._decoder = ImageDecoder(limits=FrameLimits(max_pixels=int(cfg["max_image_pixels"]),
+                                                        max_aspect=float(cfg["max_aspect"])))
+        self._reset_reporter = ResetReporter()
+        if self._recognizer is not None:
+            self._recognizer.on_warning = self.get_logger().warning
         if self._cfg["image_transport"] == "compressed":
             explicit = self.resolve_topic_name("image/compressed")
             if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
@@ -402,6 +489,32 @@ class RecognizerNode(LifecycleNode):
             self.get_logger().info(response.message)
         return response
 
+    # -- model swap (the logic is in repflow_ros.model_swap) ----------------------------------------------------------
+
+    async def _on_load_model(self, request, response):
+        """``~/load_model`` (std_srvs/Trigger): load ``model_path`` again (a file replaced in place); replies after
+        the full validation, success false with the reason when the old model was kept. A coroutine: the executor
+        (a single thread) keeps serving intake and timers while the load runs in its own thread."""
+        from rclpy.task import Future
+
+        prepared, reason = self.begin_swap(self.get_parameter("model_path").value.strip(), "~/load_model")
+        if prepared is None:
+            response.success, response.message = False, reason
+            return response
+        future, wake = Future(), self._swap_wake
+
+        def done(ok: bool, message: str) -> None:
+            future.set_result((ok, message))
+            wake.trigger()  # the executor resumes this coroutine on its next wake-up
+        self.start_swap(prepared, "~/load_model", done)
+        response.success, response.message = await future
+        return response
+
+    def _publish_model_info(self) -> None:
+        pub = self._pubs.get("model_info")
+        if pub is not None and self._checkpoint is not None and pub.is_activated:  # enabled by on_activate
+            pub.publish(String(data=json.dumps(self._model_info_record())))
+
     # -- intake -------------------------------------------------------------------------------------------------------
 
     def _drop(self, cause: str, message: str) -> None:
@@ -411,33 +524,46 @@ class RecognizerNode(LifecycleNode):
                 f"dropping frame ({cause}): {message}; further '{cause}' drops are only counted in /diagnostics")
 
     def _on_image(self, msg, decode) -> None:
-        recognizer, window, stats = self._recognizer, self._window, self._stats
-        if recognizer is None or window is None:
+        """Stamp check, decode (declared size checked first: the memory bound per frame), preprocess, push. Every
+        refusal is counted by cause and logged once; a window reset is logged once per reason."""
+        (recognizer, window, _), stats = self._pipeline(), self._stats  # a model swap replaces them together
+        if recognizer is None or window is None or self._stop.is_set():  # not active (or stopping)
             return
+        stats.count("frames_received")
         if not self._recognition_enabled:
             stats.count("frames_ignored_paused")
             return
         stats.count("frames_in")
+        try:  # before decoding: a frame with an invalid stamp costs nothing
+            stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        except BadStamp as exc:
+            return self._drop(exc.cause, str(exc))
         try:
             rgb = decode(msg)
-        except ImageDecodeError as exc:
+        except ImageDecodeError as exc:  # too_large / bad_aspect among them: refused before any allocation
             return self._drop(exc.cause, str(exc))
         except Exception as exc:
             return self._drop("other", f"decoder error: {exc}")
-        stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         if stamp_ns == 0:
             stamp_ns = self.get_clock().now().nanoseconds
             if stats.count("frames_no_stamp") == 1:
                 self.get_logger().warning(
                     f"images on {self._image_topic} have no header stamp: using this node's clock "
                     "(latency figures then exclude transport); counted as frames_no_stamp")
+        else:
+            stats.stamp(stamp_ns * 1e-9)  # the camera's own stamps give the rate it sends at (QoS losses)
         try:
             pixels = recognizer.preprocess(rgb)
+        except _frame_shape_error() as exc:
+            return self._drop("bad_shape", str(exc))
         except Exception as exc:
             return self._drop("other", f"preprocessing failed for a {rgb.shape} frame: {exc}")
         debug = self._pubs.get("debug")
         raw = rgb if debug is not None and debug.get_subscription_count() > 0 else None
-        window.push(Frame(pixels, tuple(rgb.shape), stamp_ns, raw), stamp_ns * 1e-9, msg.header.frame_id)
+        result = window.push(Frame(pixels, tuple(rgb.shape), stamp_ns, raw), stamp_ns * 1e-9, msg.header.frame_id)
+        line = self._reset_reporter.message(result)
+        if line is not None:  # the first reset of each reason, with its numbers; the rest are counted
+            self.get_logger().warning(line)
 
     # -- inference ----------------------------------------------------------------------------------------------------
 
@@ -445,9 +571,16 @@ class RecognizerNode(LifecycleNode):
         """Newest ready window -> model -> publish, until ``stop``; then release the model (so a window in flight at
         shutdown is finished here, never waited for by the caller)."""
         last_error_log = 0.0
+        predictor = self._predictor
         try:
             while not stop.is_set():
                 ready = window.take_ready(timeout=0.25)
+                current = self._pipeline()
+                if current[0] is not None and current[0] is not recognizer:  # swapped in (model_swap): the new
+                    recognizer.release()  # model takes this window on; this thread is the old one's only user
+                    same_window, (recognizer, window, predictor) = current[1] is window, current
+                    if not same_window:  # the input spec changed: a window of the old spec is dropped
+                        continue
                 if ready is None and window.closed:
                     break
                 if ready is None or not self._recognition_enabled:
@@ -455,12 +588,20 @@ class RecognizerNode(LifecycleNode):
                 try:
                     clip = np.stack([frame.pixels for frame in ready.frames])
                     start = time.perf_counter()
-                    probs = np.asarray(recognizer.predict(clip), dtype=np.float64)
+                    self._stats.inference_started()  # /diagnostics shows a window that takes long while it runs
+                    try:
+                        probs = np.asarray(recognizer.predict(clip), dtype=np.float64)
+                    finally:
+                        self._stats.inference_finished()
                     infer_ms = (time.perf_counter() - start) * 1000.0
                     if not stop.is_set():
-                        self._publish(ready, probs, infer_ms)
+                        self._publish(ready, probs, infer_ms, predictor)
+                except _non_finite_output() as exc:  # never published: counted, logged once
+                    if self._stats.count("inference_nonfinite") == 1:
+                        self.get_logger().error(f"{exc}; nothing is published for such windows (counted as "
+                                                "inference_nonfinite in /diagnostics)")
                 except Exception as exc:
-                    if stop.is_set():
+                    if stop.is_set() or not self.context.ok():  # stopping, or Ctrl-C shut the context down first
                         break
                     errors = self._stats.count("inference_errors")
                     if time.monotonic() - last_error_log > 10.0:
@@ -470,10 +611,10 @@ class RecognizerNode(LifecycleNode):
         finally:
             recognizer.release()
 
-    def _publish(self, ready, probs: np.ndarray, infer_ms: float) -> None:
+    def _publish(self, ready, probs: np.ndarray, infer_ms: float, predictor: Predictor | None = None) -> None:
         newest: Frame = ready.frames[-1]
-        prediction = self._predictor.update(probs, ready.epoch, ready.seq, newest.stamp_ns, ready.frame_id,
-                                            self.get_clock().now().nanoseconds)
+        prediction = (predictor or self._predictor).update(probs, ready.epoch, ready.seq, newest.stamp_ns,
+                                                           ready.frame_id, self.get_clock().now().nanoseconds)
         self._stats.inferred(infer_ms, prediction.latency_ms)
         pubs = self._pubs
         pubs["label"].publish(String(data=prediction.label))
@@ -490,13 +631,13 @@ class RecognizerNode(LifecycleNode):
         pub = self._pubs.get("diagnostics")
         if pub is None:
             return
-        window, cfg, active = self._window, self._cfg, self.state_label == "active"
+        cfg, active = self._cfg, self.state_label == "active"
         state = ("active" if self._recognition_enabled else "paused") if active else self.state_label
         info = {"device": self._device_description, "precision": cfg.get("precision", ""),
                 "model": self._model_source, "clip_len": cfg.get("clip_len", ""),
                 "frame_stride": cfg.get("frame_stride", ""), "hop": cfg.get("hop", ""),
-                "image_topic": self._image_topic, "decoder": self._decoder.backend}
-        warn, message, kv = diagnostic_status(self._stats.snapshot(), window.stats() if window else None,
+                "image_topic": self._image_topic, "decoder": self._decoder.backend, "model_id": self._model_id()}
+        warn, message, kv = diagnostic_status(self._stats.snapshot(), self._window_stats(),
                                               RESET_REASONS, info, state, active and self._recognition_enabled)
         # "<ns>/repflow_recognizer: inference" under a namespace, so several recognizers stay apart.
         name = f"{self.get_fully_qualified_name().lstrip('/')}: inference"
