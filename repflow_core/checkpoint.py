@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .atomic_io import atomic_torch_save
 from .data.transforms import CROP_POLICIES, KINETICS_MEAN, KINETICS_STD  # the one home of the normalisation constants
-from .model import ActionNet, ModelConfig
+from .model import ModelConfig
 from .model_card import CardError, card_from_training, validate_card
+from .uftsn import build_any_model
 
 FORMAT_TAG = "repflow_ros.checkpoint"
 FORMAT_VERSION = 1
@@ -132,8 +134,9 @@ class Checkpoint:
             data["card"] = self.card
         return data
 
-    def build_model(self) -> ActionNet:
-        model = ActionNet(self.model_config)
+    def build_model(self) -> nn.Module:
+        """The network this checkpoint describes (ActionNet, or UF-TSN for ``motion: uftsn``), weights loaded."""
+        model = build_any_model(self.model_config)
         try:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         except RuntimeError as exc:  # shape mismatch; validate_checkpoint reports it per field first
@@ -419,11 +422,11 @@ def _expected_tensors(model_config: ModelConfig) -> dict[str, tuple[tuple[int, .
     (shapes only: no memory for weights, so a huge config costs nothing here)."""
     try:
         with torch.device("meta"):
-            model = ActionNet(model_config)
+            model = build_any_model(model_config)
     except (RuntimeError, NotImplementedError):
         # A layer whose construction reads values (e.g. .item()) cannot be built on meta: build it for
         # real. The config has passed its bounds, so this is a model of ordinary size.
-        model = ActionNet(model_config)
+        model = build_any_model(model_config)
     return {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
 
 

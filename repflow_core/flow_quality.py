@@ -8,8 +8,10 @@ canvas and both are cropped, so there is no border artefact; the true flow is th
 EPE is the mean of ``|u - u_true|`` over pixels at least ``border`` (8) pixels from every edge.
 
 Methods: the representation-flow layer on the images themselves with its fixed initial parameters
-(theta 0.3, lambda 0.15, tau 0.25; every gradient kind, iteration count and pyramid depth asked for), OpenCV
-Farneback and DIS (medium preset), and OpenCV's TV-L1 where ``cv2.optflow`` exists (opencv-contrib, which
+(theta 0.3, lambda 0.15, tau 0.25; every gradient kind, iteration count and pyramid depth asked for), UF-TSN's
+flow estimator (:class:`repflow_core.uftsn.FlowEstimator`) after a bounded unsupervised training on texture
+pairs whose seeds are disjoint from the evaluation pairs' (:func:`uftsn_method`; ``--uftsn-steps``, 0 = off),
+OpenCV Farneback and DIS (medium preset), and OpenCV's TV-L1 where ``cv2.optflow`` exists (opencv-contrib, which
 cannot share an environment with opencv-python; measure it from a separate venv: this module needs only
 numpy and OpenCV unless a layer method is used, so ``python -m repflow_core.flow_quality --opencv-only`` runs
 there with ``PYTHONPATH`` set to the checkout).
@@ -70,9 +72,24 @@ def known_motion_pair(kind: str, size: int, seed: int = 0) -> tuple[np.ndarray, 
     """(img1, img2, flow): two (size, size) float32 images and the true flow (2, size, size) from 1 to 2."""
     pad = max(16, size // 4)
     canvas = size + 2 * pad
-    tex = smooth_texture(canvas, canvas, seed)
     c = (canvas - 1) / 2.0
-    m = motion_matrix(kind, c, c, size)
+    return _pair_from_matrix(motion_matrix(kind, c, c, size), size, seed)
+
+
+def random_motion_pair(size: int, rng: np.random.Generator, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A texture pair under a random affine motion (shift up to 4 px, rotation up to 4 degrees, zoom up to 4 %):
+    training pairs for the unsupervised estimator, so that it does not learn the evaluation's four motions."""
+    pad = max(16, size // 4)
+    c = (size + 2 * pad - 1) / 2.0
+    m = cv2.getRotationMatrix2D((c, c), float(rng.uniform(-4, 4)), float(rng.uniform(0.96, 1.04)))
+    m[:, 2] += rng.uniform(-4, 4, 2)
+    return _pair_from_matrix(m, size, seed)
+
+
+def _pair_from_matrix(m: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pad = max(16, size // 4)
+    canvas = size + 2 * pad
+    tex = smooth_texture(canvas, canvas, seed)
     # warpAffine with a forward map computes dst(T(x)) = src(x) (it inverts M internally).
     moved = cv2.warpAffine(tex, m, (canvas, canvas), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     ys, xs = np.mgrid[0:canvas, 0:canvas].astype(np.float64)
@@ -105,6 +122,67 @@ def layer_method(gradient: str, iterations: int, pyramid_levels: int = 1, impl: 
         with torch.no_grad():
             out = layer(x)
         return out[0, :, 0].numpy()
+
+    return run
+
+
+UFTSN_TRAIN_SEED = 1_000_000  # training textures use seeds from here on; the evaluation pairs use seed 0
+
+
+def _uftsn_input(img: np.ndarray):
+    """A [0, 255] grey image -> the (1, 3, H, W) normalised frame UF-TSN sees (the dataset mean / std)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(img, np.float32)) / 255.0
+    return ((x - 0.45) / 0.23).expand(1, 3, *x.shape).contiguous()
+
+
+def train_uftsn_estimator(steps: int, seconds: float = 120.0, size: int = 64, batch: int = 4, seed: int = 0,
+                          log: Callable[[str], None] = print):
+    """UF-TSN's flow estimator trained *without flow labels* (the poster's stage 1): Adam on the multi-scale
+    photometric L1 + census + edge-aware smoothness loss (:func:`repflow_core.uftsn.pyramid_loss`, the poster's
+    ``L = (l1 L_diff + l2 L_census + l3 L_smooth) / M``) of random-motion texture pairs, for ``steps`` steps or
+    ``seconds`` of wall clock, whichever ends first. Returns the estimator in eval mode."""
+    import torch
+
+    from .motion_losses import MotionLossWeights
+    from .uftsn import FlowEstimator, pyramid_loss
+
+    if steps < 1 or seconds <= 0:
+        raise ValueError(f"UF-TSN training needs steps >= 1 and seconds > 0, got {steps} and {seconds}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = FlowEstimator()
+    weights = MotionLossWeights(photometric=1.0, census=1.0, smoothness=0.5, edge_aware=True, edge_weight=10.0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    start, done, loss = time.perf_counter(), 0, float("nan")
+    while done < steps and time.perf_counter() - start < seconds:
+        pairs = [random_motion_pair(size, rng, UFTSN_TRAIN_SEED + done * batch + k) for k in range(batch)]
+        i1 = torch.cat([_uftsn_input(a) for a, _, _ in pairs])
+        i2 = torch.cat([_uftsn_input(b) for _, b, _ in pairs])
+        total = sum(pyramid_loss(i1, i2, net(i1, i2), weights).values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        done, loss = done + 1, float(total.detach())
+        if done % 50 == 0:
+            log(f"UF-TSN estimator: step {done}, loss {loss:.4f}, {time.perf_counter() - start:.0f} s")
+    log(f"UF-TSN estimator: trained {done} steps ({time.perf_counter() - start:.0f} s, final loss {loss:.4f}), "
+        "no flow labels")
+    return net.eval()
+
+
+def uftsn_method(estimator) -> Callable:
+    """The trained estimator as a method: its finest flow is at 1/2 resolution, so it is upsampled x2 in size
+    and in value (pixels of the full image) for the comparison."""
+    import torch
+    import torch.nn.functional as F
+
+    def run(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            flow = estimator(_uftsn_input(img1), _uftsn_input(img2))[0]
+            full = 2.0 * F.interpolate(flow, size=img1.shape, mode="bilinear", align_corners=False)
+        return full[0].numpy()
 
     return run
 
@@ -172,7 +250,9 @@ def layer_variants(gradients: list[str], iterations: list[int], levels: list[int
 
 
 def run_suite(sizes: list[int], motions: list[str], gradients: list[str], iterations: list[int],
-              levels: list[int], repeats: int = 3, log: Callable[[str], None] = print) -> list[Row]:
+              levels: list[int], repeats: int = 3, log: Callable[[str], None] = print,
+              extra: dict[str, Callable] | None = None) -> list[Row]:
+    """Every method on every (size, motion) pair; ``extra``: more methods by name (e.g. the UF-TSN entry)."""
     methods: dict[str, Callable] = {"OpenCV Farneback": farneback, "OpenCV DIS (medium)": dis_medium}
     tvl1 = tvl1_method()
     if tvl1 is not None:
@@ -180,6 +260,7 @@ def run_suite(sizes: list[int], motions: list[str], gradients: list[str], iterat
     else:
         log("OpenCV TV-L1: cv2.optflow missing (opencv-contrib not installed here): not measured")
     methods.update(layer_variants(gradients, iterations, levels))
+    methods.update(extra or {})
     rows = []
     for size in sizes:
         for motion in motions:
@@ -235,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, nargs="+", default=[1, 10, 20, 50])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--uftsn-steps", type=int, default=2000,
+                        help="unsupervised training steps of the UF-TSN estimator entry (0 = leave it out)")
+    parser.add_argument("--uftsn-seconds", type=float, default=120.0, help="wall-clock bound of that training")
     parser.add_argument("--quick", action="store_true", help="112x112, mixed motion, 10 iterations only")
     parser.add_argument("--opencv-only", action="store_true",
                         help="only the OpenCV methods (runs without torch, e.g. in an opencv-contrib venv for TV-L1)")
@@ -244,8 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.motions, args.iterations, args.repeats = [112], ["mixed"], [10], 1
     if args.opencv_only:
-        args.gradients = []
-    rows = run_suite(args.sizes, args.motions, args.gradients, args.iterations, args.levels, args.repeats)
+        args.gradients, args.uftsn_steps = [], 0
+    if args.uftsn_steps < 0:
+        parser.error(f"--uftsn-steps must be >= 0, got {args.uftsn_steps}")
+    extra = {}
+    if args.uftsn_steps:
+        estimator = train_uftsn_estimator(args.uftsn_steps, args.uftsn_seconds)
+        extra["UF-TSN estimator (unsupervised)"] = uftsn_method(estimator)
+    rows = run_suite(args.sizes, args.motions, args.gradients, args.iterations, args.levels, args.repeats,
+                     extra=extra)
     print(markdown_table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.picture:
         pics = {"OpenCV DIS (medium)": dis_medium, "OpenCV Farneback": farneback}
         pics.update(layer_variants(args.gradients, [max(args.iterations)], sorted(set(args.levels))))
+        pics.update(extra)
         print(flow_picture(args.sizes[0], "mixed", pics, args.picture))
     return 0
 

@@ -30,7 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from repflow_core.atomic_io import atomic_write_text, default_file_mode
+# _fsync_dir: the one copy of "make a rename durable", shared with every atomic writer of the project.
+from repflow_core.atomic_io import _fsync_dir, atomic_write_text, default_file_mode
 from repflow_core.data.rosbag import BagError, check_label
 
 __all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "ClipTooLarge",
@@ -244,15 +245,3 @@ def _seconds(stamp_ns: int) -> str:
     sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
     return f"{sec}.{nsec:09d}"
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -327,6 +327,8 @@ class ModelSwapMixin:
 
         spec = window_spec(loaded.checkpoint, loaded.clip_len, loaded.frame_stride)
         cfg = self._cfg
+        # Its one-time warnings (frames smaller than the input...) go to this node's log, as the first model's do.
+        loaded.recognizer.on_warning = self.get_logger().warning
         with self._swap_lock:
             if active and (self._recognizer is None or self._stop.is_set()):
                 loaded.recognizer.release()

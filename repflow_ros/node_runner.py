@@ -12,12 +12,25 @@ import traceback
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from .node_parameters import params_file_problem
 
-__all__ = ["wants_help", "autostart", "run_lifecycle_node", "exit_now"]
+__all__ = ["wants_help", "autostart", "guarded_transition", "run_lifecycle_node", "exit_now"]
+
+
+def guarded_transition(node, what: str, func: Callable[[], TransitionCallbackReturn]) -> TransitionCallbackReturn:
+    """``func()`` for a lifecycle transition, with an exception turned into FAILURE and logged with its traceback
+    (rclpy would swallow it silently); quietly FAILURE when Ctrl-C / SIGTERM shut the context down meanwhile (then it
+    is not an error of the node's)."""
+    try:
+        return func()
+    except Exception as exc:
+        if not node.context.ok():
+            return TransitionCallbackReturn.FAILURE
+        node.get_logger().error(f"{what} failed: {exc}\n{traceback.format_exc()}")
+        return TransitionCallbackReturn.FAILURE
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -40,12 +53,15 @@ def autostart(node, name: str) -> int | None:
 
 
 def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None, name: str,
-                       help_text: Callable[[], str]) -> int:
+                       help_text: Callable[[], str],
+                       executor_class: Callable[[], Executor] = SingleThreadedExecutor) -> int:
     """The node's life, returning the exit status: 0 on a normal shutdown (Ctrl-C, SIGTERM) and after ``--help``
     (printed without joining the graph or loading anything), 1 when autostart could not configure or activate the
     node (the reason is logged) or a ``--params-file`` is missing or unreadable, 2 on an unexpected error.
 
-    ``node_class()`` builds the node; it has ``autostart`` (bool) and ``close()`` (stop work at once, no waiting)."""
+    ``node_class()`` builds the node; it has ``autostart`` (bool) and ``close()`` (stop work at once, no waiting).
+    ``executor_class()`` builds the executor that spins it (see the comment below for why the default is one
+    thread)."""
     argv = list(sys.argv if args is None else args)
     if wants_help(argv):
         try:
@@ -69,7 +85,7 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
             # thread, and rclpy's wait-set construction raises "InvalidHandle: cannot use Destroyable because
             # destruction was requested" (event_handler.add_to_wait_set) once in a few hundred cycles (issue 11).
             # Inference has its own thread either way, and intake callbacks are bounded (frame limits).
-            executor = SingleThreadedExecutor()
+            executor = executor_class()
             executor.add_node(node)
             executor.spin()
         else:

@@ -19,46 +19,39 @@ Interface:
   true resumes it.
 
 Threads: the image callback only decodes, preprocesses and pushes into a :class:`FrameWindow` (its own mutually
-exclusive callback group); a plain ``threading.Thread`` takes the newest complete window and runs the model, so
-intake never waits for inference and windows that became stale while the model was busy are skipped and counted.
+exclusive callback group, :mod:`repflow_ros.node_intake`); a plain ``threading.Thread`` takes the newest complete
+window and runs the model (:mod:`repflow_ros.node_inference`), so intake never waits for inference and windows that
+became stale while the model was busy are skipped and counted.
 Services, timers, parameter requests and lifecycle transitions run on the one executor thread (a
 ``SingleThreadedExecutor``, see :mod:`repflow_ros.node_runner`: transitions then never destroy an entity the executor
-is about to wait on). Smoothing,
-threshold and top-k live in :mod:`repflow_ros.prediction`, counters and the diagnostics status in
-:mod:`repflow_ros.node_diagnostics`.
+is about to wait on). Smoothing, threshold and top-k live in :mod:`repflow_ros.prediction`, counters and the
+diagnostics status in :mod:`repflow_ros.node_diagnostics`, a model swap at run time in :mod:`repflow_ros.model_swap`,
+QoS profiles and the camera subscription in :mod:`repflow_ros.node_qos`. This class wires the lifecycle: parameters,
+transitions, interfaces, ``~/enable`` and ``/diagnostics``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-    qos_profile_system_default,
-)
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from .frame_window import RESET_REASONS, BadStamp, FrameWindow, ResetReporter, stamp_to_ns
-from .image_decoding import DECODE_ERROR_CAUSES, FrameLimits, ImageDecodeError, ImageDecoder, rgb_to_image_msg
+from .frame_window import RESET_REASONS, FrameWindow, ResetReporter
+from .image_decoding import ImageDecoder
 from .model_swap import ModelSwapMixin, window_spec
 from .node_diagnostics import NodeStats, diagnostic_array, diagnostic_status
+from .node_inference import Classification, InferenceMixin
+from .node_intake import DROP_CAUSES, IntakeMixin
 from .node_model import ConfigureError, build_on_device, prepare_model
 from .node_parameters import (
     NODE_NAME,
@@ -72,32 +65,19 @@ from .node_parameters import (
     format_parameter_help,
     validate_value,
 )
-from .node_runner import exit_now, run_lifecycle_node
-from .prediction import UNKNOWN_LABEL, Frame, Prediction, Predictor, debug_overlay, fill_classification
-
-try:  # optional: only where vision_msgs is installed
-    from vision_msgs.msg import Classification, ObjectHypothesis
-except Exception:  # ImportError, or a broken install
-    Classification = ObjectHypothesis = None
+from .node_qos import RELIABLE, latched
+from .node_runner import exit_now, guarded_transition, run_lifecycle_node
+from .prediction import UNKNOWN_LABEL, Predictor
 
 __all__ = ["NODE_NAME", "UNKNOWN_LABEL", "DIAGNOSTIC_NAME", "PARAMETER_SPECS", "PARAMETER_CHOICES",
            "RUNTIME_PARAMETERS", "DROP_CAUSES", "ParamSpec", "RecognizerNode", "validate_value", "main"]
 
 DIAGNOSTIC_NAME = f"{NODE_NAME}: inference"  #: without a namespace (else "<ns>/repflow_recognizer: inference")
 DIAGNOSTICS_PERIOD_S = 1.0
-#: Reasons a frame is dropped: the decode causes (too_large and bad_aspect: the memory bound per frame, checked before
-#: decoding), bad_stamp (nanosec >= 1e9 or a negative sec), bad_shape (a frame preprocess refuses) and ``other``
-#: (unexpected decoder or preprocessing failures).
-DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "bad_shape", "other")
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 _PTYPE = {str: Parameter.Type.STRING, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
           bool: Parameter.Type.BOOL}
-_RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-#: ~/model_info: latched (a late subscriber gets the current model at once).
-_LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-_IMAGE_QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default,
-              "reliable": QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)}
+_LATCHED = latched(1)  #: ~/model_info: a late subscriber gets the current model at once
 _SHUTDOWN_JOIN_S = 0.05  # at process exit: how long to wait for a window in flight before leaving it to the thread
 
 
@@ -116,29 +96,7 @@ def _descriptor(name: str, spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
-def _frame_shape_error() -> type[Exception]:
-    """``repflow_core.recognizer.FrameShapeError``, imported when first needed (torch is loaded by then)."""
-    from repflow_core.recognizer import FrameShapeError
-
-    return FrameShapeError
-
-
-def _non_finite_output() -> type[Exception]:
-    from repflow_core.recognizer import NonFiniteOutput
-
-    return NonFiniteOutput
-
-
-def debug_image_msg(frame: Frame, prediction: Prediction):
-    """The newest frame of the window with the label and score drawn on it (sensor_msgs/Image rgb8)."""
-    from builtin_interfaces.msg import Time
-
-    sec, nanosec = divmod(prediction.stamp_ns, 1_000_000_000)
-    return rgb_to_image_msg(debug_overlay(frame.raw if frame.raw is not None else frame.pixels, prediction),
-                            stamp=Time(sec=sec, nanosec=nanosec), frame_id=prediction.frame_id)
-
-
-class RecognizerNode(ModelSwapMixin, LifecycleNode):
+class RecognizerNode(IntakeMixin, InferenceMixin, ModelSwapMixin, LifecycleNode):
     """Camera images -> action labels; see the module docstring for the interface."""
 
     def __init__(self, **kwargs):
@@ -282,25 +240,16 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
 
     # -- lifecycle transitions ----------------------------------------------------------------------------------------
 
-    def _guarded(self, what: str, func: Callable[[], TransitionCallbackReturn]) -> TransitionCallbackReturn:
-        try:
-            return func()
-        except Exception as exc:  # rclpy would swallow it silently: say what happened
-            if not self.context.ok():  # Ctrl-C / SIGTERM during the transition: not an error of ours
-                return FAILURE
-            self.get_logger().error(f"{what} failed: {exc}\n{traceback.format_exc()}")
-            return FAILURE
-
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """unconfigured -> inactive: read and check every parameter, load and check the checkpoint (on the CPU),
         resolve the device, create the (disabled) lifecycle publishers, ``~/enable`` and the diagnostics timer.
         A wrong path, device or value fails the transition with an error naming the parameter."""
-        return self._guarded("configure", self._configure)
+        return guarded_transition(self, "configure", self._configure)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """inactive -> active: move the model to the device, warm it up (logging the time and the device), start the
         inference thread, subscribe, then enable the publishers."""
-        result = self._guarded("activate", self._activate)
+        result = guarded_transition(self, "activate", self._activate)
         if result != SUCCESS:
             return result
         result = super().on_activate(state)
@@ -316,7 +265,7 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
             self._stop_pipeline(wait=True)
             self.get_logger().info("deactivated: model released")
             return SUCCESS
-        return self._guarded("deactivate", deactivate)
+        return guarded_transition(self, "deactivate", deactivate)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """inactive -> unconfigured: drop publishers, service, timer, the checkpoint and the counters."""
@@ -325,11 +274,11 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
             self._cfg = {}
             self._stats = NodeStats(DROP_CAUSES)
             return SUCCESS
-        return self._guarded("cleanup", cleanup)
+        return guarded_transition(self, "cleanup", cleanup)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """any state -> finalized: stop everything and drop every interface."""
-        return self._guarded("shutdown", lambda: self._tidy(wait=True))
+        return guarded_transition(self, "shutdown", lambda: self._tidy(wait=True))
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: stop everything, drop every interface and go back to unconfigured."""
@@ -367,13 +316,13 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
 
     def _create_interfaces(self) -> None:
         pub = self.create_lifecycle_publisher
-        self._pubs = {"label": pub(String, "action_label", _RELIABLE),
-                      "prediction": pub(String, "~/prediction", _RELIABLE)}
+        self._pubs = {"label": pub(String, "action_label", RELIABLE),
+                      "prediction": pub(String, "~/prediction", RELIABLE)}
         if Classification is not None:
-            self._pubs["actions"] = pub(Classification, "actions", _RELIABLE)
+            self._pubs["actions"] = pub(Classification, "actions", RELIABLE)
         if self._cfg["publish_debug_image"]:
             self._pubs["debug"] = pub(Image, "~/debug_image", qos_profile_sensor_data)
-        self._pubs["diagnostics"] = pub(DiagnosticArray, "/diagnostics", _RELIABLE)
+        self._pubs["diagnostics"] = pub(DiagnosticArray, "/diagnostics", RELIABLE)
         self._pubs["model_info"] = pub(String, "~/model_info", _LATCHED)
         self._own_services = [self.create_service(SetBool, "~/enable", self._on_enable,
                                                   callback_group=self._service_group),
@@ -407,30 +356,6 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
         log.info(f"active: listening on {self._image_topic} ({cfg['image_transport']}, QoS {cfg['image_qos']}), "
                  f"publishing {self.resolve_topic_name('action_label')}")
         return SUCCESS
-
-    def _subscribe(self) -> None:
-        """Intake set-up at activation: the decoder with this configuration's frame limits (the memory bound per
-        frame), reset logging from scratch, the recognizer's one-time warnings into this node's log, the
-        subscription."""
-        cfg = self._cfg
-        self._decoder = ImageDecoder(limits=FrameLimits(max_pixels=int(cfg["max_image_pixels"]),
-                                                        max_aspect=float(cfg["max_aspect"])))
-        self._reset_reporter = ResetReporter()
-        if self._recognizer is not None:
-            self._recognizer.on_warning = self.get_logger().warning
-        if self._cfg["image_transport"] == "compressed":
-            explicit = self.resolve_topic_name("image/compressed")
-            if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
-                topic = explicit  # the user remapped image/compressed itself
-            else:
-                topic = self.resolve_topic_name("image").rstrip("/") + "/compressed"
-            msg_type, decode = CompressedImage, self._decoder.decode_compressed
-        else:
-            topic, msg_type, decode = self.resolve_topic_name("image"), Image, self._decoder.decode
-        self._image_topic = topic
-        self._image_sub = self.create_subscription(msg_type, topic, lambda msg: self._on_image(msg, decode),
-                                                   _IMAGE_QOS[self._cfg["image_qos"]],
-                                                   callback_group=self._intake_group)
 
     def _stop_pipeline(self, wait: bool) -> None:
         """Unsubscribe and stop the inference thread; the thread releases the model when it leaves its loop.
@@ -514,116 +439,6 @@ class RecognizerNode(ModelSwapMixin, LifecycleNode):
         pub = self._pubs.get("model_info")
         if pub is not None and self._checkpoint is not None and pub.is_activated:  # enabled by on_activate
             pub.publish(String(data=json.dumps(self._model_info_record())))
-
-    # -- intake -------------------------------------------------------------------------------------------------------
-
-    def _drop(self, cause: str, message: str) -> None:
-        cause, first = self._stats.drop(cause)
-        if first:  # once per cause; afterwards only counted (see /diagnostics)
-            self.get_logger().warning(
-                f"dropping frame ({cause}): {message}; further '{cause}' drops are only counted in /diagnostics")
-
-    def _on_image(self, msg, decode) -> None:
-        """Stamp check, decode (declared size checked first: the memory bound per frame), preprocess, push. Every
-        refusal is counted by cause and logged once; a window reset is logged once per reason."""
-        (recognizer, window, _), stats = self._pipeline(), self._stats  # a model swap replaces them together
-        if recognizer is None or window is None or self._stop.is_set():  # not active (or stopping)
-            return
-        stats.count("frames_received")
-        if not self._recognition_enabled:
-            stats.count("frames_ignored_paused")
-            return
-        stats.count("frames_in")
-        try:  # before decoding: a frame with an invalid stamp costs nothing
-            stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        except BadStamp as exc:
-            return self._drop(exc.cause, str(exc))
-        try:
-            rgb = decode(msg)
-        except ImageDecodeError as exc:  # too_large / bad_aspect among them: refused before any allocation
-            return self._drop(exc.cause, str(exc))
-        except Exception as exc:
-            return self._drop("other", f"decoder error: {exc}")
-        if stamp_ns == 0:
-            stamp_ns = self.get_clock().now().nanoseconds
-            if stats.count("frames_no_stamp") == 1:
-                self.get_logger().warning(
-                    f"images on {self._image_topic} have no header stamp: using this node's clock "
-                    "(latency figures then exclude transport); counted as frames_no_stamp")
-        else:
-            stats.stamp(stamp_ns * 1e-9)  # the camera's own stamps give the rate it sends at (QoS losses)
-        try:
-            pixels = recognizer.preprocess(rgb)
-        except _frame_shape_error() as exc:
-            return self._drop("bad_shape", str(exc))
-        except Exception as exc:
-            return self._drop("other", f"preprocessing failed for a {rgb.shape} frame: {exc}")
-        debug = self._pubs.get("debug")
-        raw = rgb if debug is not None and debug.get_subscription_count() > 0 else None
-        result = window.push(Frame(pixels, tuple(rgb.shape), stamp_ns, raw), stamp_ns * 1e-9, msg.header.frame_id)
-        line = self._reset_reporter.message(result)
-        if line is not None:  # the first reset of each reason, with its numbers; the rest are counted
-            self.get_logger().warning(line)
-
-    # -- inference ----------------------------------------------------------------------------------------------------
-
-    def _inference_loop(self, window: FrameWindow, recognizer, stop: threading.Event) -> None:
-        """Newest ready window -> model -> publish, until ``stop``; then release the model (so a window in flight at
-        shutdown is finished here, never waited for by the caller)."""
-        last_error_log = 0.0
-        predictor = self._predictor
-        try:
-            while not stop.is_set():
-                ready = window.take_ready(timeout=0.25)
-                current = self._pipeline()
-                if current[0] is not None and current[0] is not recognizer:  # swapped in (model_swap): the new
-                    recognizer.release()  # model takes this window on; this thread is the old one's only user
-                    same_window, (recognizer, window, predictor) = current[1] is window, current
-                    if not same_window:  # the input spec changed: a window of the old spec is dropped
-                        continue
-                if ready is None and window.closed:
-                    break
-                if ready is None or not self._recognition_enabled:
-                    continue
-                try:
-                    clip = np.stack([frame.pixels for frame in ready.frames])
-                    start = time.perf_counter()
-                    self._stats.inference_started()  # /diagnostics shows a window that takes long while it runs
-                    try:
-                        probs = np.asarray(recognizer.predict(clip), dtype=np.float64)
-                    finally:
-                        self._stats.inference_finished()
-                    infer_ms = (time.perf_counter() - start) * 1000.0
-                    if not stop.is_set():
-                        self._publish(ready, probs, infer_ms, predictor)
-                except _non_finite_output() as exc:  # never published: counted, logged once
-                    if self._stats.count("inference_nonfinite") == 1:
-                        self.get_logger().error(f"{exc}; nothing is published for such windows (counted as "
-                                                "inference_nonfinite in /diagnostics)")
-                except Exception as exc:
-                    if stop.is_set() or not self.context.ok():  # stopping, or Ctrl-C shut the context down first
-                        break
-                    errors = self._stats.count("inference_errors")
-                    if time.monotonic() - last_error_log > 10.0:
-                        last_error_log = time.monotonic()
-                        self.get_logger().error(f"inference failed ({errors} so far): {exc}\n"
-                                                f"{traceback.format_exc()}")
-        finally:
-            recognizer.release()
-
-    def _publish(self, ready, probs: np.ndarray, infer_ms: float, predictor: Predictor | None = None) -> None:
-        newest: Frame = ready.frames[-1]
-        prediction = (predictor or self._predictor).update(probs, ready.epoch, ready.seq, newest.stamp_ns,
-                                                           ready.frame_id, self.get_clock().now().nanoseconds)
-        self._stats.inferred(infer_ms, prediction.latency_ms)
-        pubs = self._pubs
-        pubs["label"].publish(String(data=prediction.label))
-        if "actions" in pubs:
-            pubs["actions"].publish(fill_classification(Classification(), ObjectHypothesis, prediction))
-        pubs["prediction"].publish(String(data=prediction.to_json()))
-        debug = pubs.get("debug")
-        if debug is not None and debug.get_subscription_count() > 0:
-            debug.publish(debug_image_msg(newest, prediction))
 
     # -- diagnostics --------------------------------------------------------------------------------------------------
 

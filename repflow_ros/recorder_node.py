@@ -34,30 +34,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-    qos_profile_system_default,
-)
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -65,7 +53,8 @@ from .clip_writer import ClipWriter, LabelError, append_index, dataset_bytes, fr
 from .frame_window import BadStamp, stamp_to_ns
 from .image_decoding import DECODE_ERROR_CAUSES, ImageDecodeError, ImageDecoder
 from .node_diagnostics import diagnostic_array
-from .node_parameters import params_file_problem
+from .node_qos import RELIABLE, latched, subscribe_images
+from .node_runner import exit_now, guarded_transition, run_lifecycle_node
 from .recorder_params import (
     NODE_NAME,
     RECORDER_PARAMETERS,
@@ -82,12 +71,7 @@ DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "stamp_backwards", "siz
 FRAME_TIMEOUT_S = 2.0  #: a clip whose camera goes quiet this long is written with the frames it has
 _FREE_CHECK_EVERY = 15  #: frames between free-space checks while recording (statvfs is cheap, not free)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-_RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-_EVENTS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=20,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-_IMAGE_QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default,
-              "reliable": QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)}
-
+_EVENTS_QOS = latched(20)  #: ~/events: a caller that subscribes late still sees the recent outcomes
 
 class _Clip:
     """The clip being recorded: its writer and when it must end."""
@@ -169,19 +153,10 @@ class RecorderNode(LifecycleNode):
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
-    def _guarded(self, what: str, func) -> TransitionCallbackReturn:
-        try:
-            return func()
-        except Exception as exc:
-            if not self.context.ok():
-                return FAILURE
-            self.get_logger().error(f"{what} failed: {exc}\n{traceback.format_exc()}")
-            return FAILURE
-
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Check the parameters, create ``dataset_dir``, remove stale temporaries of a killed recorder, create the
         (disabled) publishers, the services and timers."""
-        return self._guarded("configure", self._configure)
+        return guarded_transition(self, "configure", self._configure)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera; publishers enabled."""
@@ -189,20 +164,20 @@ class RecorderNode(LifecycleNode):
             self._subscribe()
             self.get_logger().info(f"active: listening on {self._image_topic}, clips into {self._root}")
             return SUCCESS
-        result = self._guarded("activate", activate)
+        result = guarded_transition(self, "activate", activate)
         return super().on_activate(state) if result == SUCCESS else result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe; a clip being recorded is discarded (its temporary file removed)."""
         self._abort_clip("the node was deactivated")
         super().on_deactivate(state)
-        return self._guarded("deactivate", lambda: self._unsubscribe() or SUCCESS)
+        return guarded_transition(self, "deactivate", lambda: self._unsubscribe() or SUCCESS)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self._guarded("cleanup", lambda: self._tidy() or SUCCESS)
+        return guarded_transition(self, "cleanup", lambda: self._tidy() or SUCCESS)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self._guarded("shutdown", lambda: self._tidy() or SUCCESS)
+        return guarded_transition(self, "shutdown", lambda: self._tidy() or SUCCESS)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._tidy()
@@ -229,12 +204,12 @@ class RecorderNode(LifecycleNode):
         self._reset_counts()
         pub = self.create_lifecycle_publisher
         self._pubs = {"events": pub(String, "~/events", _EVENTS_QOS),
-                      "diagnostics": pub(DiagnosticArray, "/diagnostics", _RELIABLE)}
+                      "diagnostics": pub(DiagnosticArray, "/diagnostics", RELIABLE)}
         group = self._service_group
         self._interfaces = [
             ("service", self.create_service(Trigger, "~/start", self._on_start, callback_group=group)),
             ("service", self.create_service(Trigger, "~/stop", self._on_stop, callback_group=group)),
-            ("subscription", self.create_subscription(String, "~/record", self._on_record_request, _RELIABLE,
+            ("subscription", self.create_subscription(String, "~/record", self._on_record_request, RELIABLE,
                                                       callback_group=group)),
             ("timer", self.create_timer(0.1, self._check_timeout, callback_group=group)),
             ("timer", self.create_timer(1.0, self._publish_diagnostics, callback_group=group)),
@@ -244,19 +219,9 @@ class RecorderNode(LifecycleNode):
         return SUCCESS
 
     def _subscribe(self) -> None:
-        if self._cfg["image_transport"] == "compressed":
-            explicit = self.resolve_topic_name("image/compressed")
-            if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
-                topic = explicit  # image/compressed itself was remapped
-            else:
-                topic = self.resolve_topic_name("image").rstrip("/") + "/compressed"
-            msg_type, decode = CompressedImage, self._decoder.decode_compressed
-        else:
-            topic, msg_type, decode = self.resolve_topic_name("image"), Image, self._decoder.decode
-        self._image_topic = topic
-        self._image_sub = self.create_subscription(msg_type, topic, lambda msg: self._on_image(msg, decode),
-                                                   _IMAGE_QOS[self._cfg["image_qos"]],
-                                                   callback_group=self._intake_group)
+        cfg = self._cfg
+        self._image_topic, self._image_sub = subscribe_images(self, cfg["image_transport"], cfg["image_qos"],
+                                                              self._decoder, self._on_image, self._intake_group)
 
     def _unsubscribe(self) -> None:
         if self._image_sub is not None:
@@ -488,68 +453,19 @@ class RecorderNode(LifecycleNode):
                                      self.get_clock().now().to_msg()))
 
 
-def _autostart(node: RecorderNode) -> int | None:
-    for step, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
-        result = trigger()
-        if not node.context.ok():
-            return 0
-        if result != SUCCESS:
-            print(f"{NODE_NAME}: autostart {step} failed (see the error above), exiting", file=sys.stderr, flush=True)
-            return 1
-    return None
-
-
 def run(args: list[str] | None = None) -> int:
     """The node's life: 0 after Ctrl-C / SIGTERM or ``--help``, 1 when autostart fails or a ``--params-file`` is
-    missing or unreadable, 2 on an unexpected error."""
-    argv = list(sys.argv if args is None else args)
-    user_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    if any(arg in ("-h", "--help") for arg in user_args):
-        print(format_recorder_help("python -m repflow_ros.recorder_node"))
-        return 0
-    problem = params_file_problem(argv)
-    if problem:
-        print(f"{NODE_NAME}: {problem}; exiting with status 1", file=sys.stderr, flush=True)
-        return 1
-    rclpy.init(args=argv)
-    node, executor, status = None, None, 0
-    try:
-        node = RecorderNode()
-        started = _autostart(node) if node.autostart else None
-        if started is None:
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            executor.spin()
-        else:
-            status = started
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        traceback.print_exc()
-        status = 2
-    finally:
-        steps = [] if node is None else [node.close]  # the clip in progress is discarded first, then the graph
-        if executor is not None:
-            steps.append(lambda: executor.shutdown(timeout_sec=0.1))
-        steps += [] if node is None else [node.destroy_node]
-        for step in steps + [rclpy.try_shutdown]:
-            try:
-                step()
-            except (Exception, KeyboardInterrupt):
-                pass
-    return status
+    missing or unreadable, 2 on an unexpected error (see :func:`repflow_ros.node_runner.run_lifecycle_node`). Three
+    executor threads: intake (encoding frames into the clip) never delays ``~/stop`` or the clip timeout timer."""
+    return run_lifecycle_node(RecorderNode, args, NODE_NAME,
+                              lambda: format_recorder_help("python -m repflow_ros.recorder_node"),
+                              executor_class=lambda: MultiThreadedExecutor(num_threads=3))
 
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``recorder_node``: :func:`run`, then leave at once (skipping the slow interpreter teardown of
-    the DDS libraries, as the recognizer does)."""
-    status = run(args)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)
+    the DDS libraries, see :func:`repflow_ros.node_runner.exit_now`)."""
+    exit_now(run(args))
 
 
 if __name__ == "__main__":

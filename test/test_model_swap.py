@@ -314,6 +314,39 @@ def test_load_model_service_reloads_a_file_replaced_in_place(drv, models, workdi
     assert info["sha256"] == _sha(models["A"]) and info["path"] == str(inplace)
 
 
+def test_load_model_keeps_intake_running_and_the_new_model_logs_to_the_node(drv, node, gate, alive):
+    """``~/load_model`` is a coroutine on the single executor thread: while its load is held, intake and the old model
+    keep going (every frame counted, predictions published). The model it installs reports its one-time warnings
+    (frames smaller than its input) through the node's ROS logger, as the first model does."""
+    import threading
+
+    from std_srvs.srv import Trigger
+
+    frames_before = drv.settled_frames_in()
+    replies: list = []
+    gate.write_text("closed\n")
+    try:
+        caller = threading.Thread(target=lambda: replies.append(
+            drv.h.call(Trigger, f"{NODE}/load_model", Trigger.Request(), timeout=4 * WAIT)), daemon=True)
+        caller.start()
+        during = drv.send(20, fps=15.0)
+        preds = drv.wait_preds_for(during, count=3)
+        assert len(preds) >= 3 and all(p["label"] in LABELS_A for p in preds), (preds, drv.diag())
+        assert not replies, "~/load_model answered while its load was held"
+    finally:
+        gate.unlink(missing_ok=True)
+    caller.join(timeout=4 * WAIT)
+    assert replies and replies[0].success and "swapped in" in replies[0].message, replies
+    values = wait_until(lambda: (lambda v: v if v and int(v["frames_in"]) >= frames_before + 20 else None)(
+        drv.diag()), WAIT)
+    assert values is not None and int(values["frames_in"]) == frames_before + 20, (frames_before, drv.diag())
+    rng = np.random.default_rng(5)
+    for _ in range(4):  # 16x16 < the model's 32 px input: upscaled, with one warning from the new recognizer
+        drv.image_pub.publish(image_msg(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), time.time_ns()))
+    pattern = "[repflow_recognizer]: frames of 16x16 are smaller than the model's input"
+    assert wait_until(lambda: pattern in node.output(), WAIT), node.describe()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # backend:=onnxruntime on an exported .onnx model
 

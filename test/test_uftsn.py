@@ -79,3 +79,23 @@ def test_end_to_end_gradients_reach_both_streams_and_the_estimator():
 def test_video_backbones_are_refused():
     with pytest.raises(ValueError, match="2D backbone"):
         UFTSN(num_classes=3, backbone="r2plus1d_18", width=0.125)
+
+
+def test_a_uftsn_checkpoint_loads_into_the_recognizer_and_predicts(tmp_path):
+    import numpy as np
+
+    from repflow_core.checkpoint import Checkpoint, InputSpec, load_checkpoint, save_checkpoint
+    from repflow_core.model import ModelConfig
+    from repflow_core.recognizer import Recognizer
+    from repflow_core.uftsn import build_any_model
+
+    config = ModelConfig(backbone="resnet18", width=0.125, num_classes=3, motion="uftsn")
+    model = build_any_model(config)
+    assert isinstance(model, UFTSN)
+    spec = InputSpec(clip_len=4, size=(32, 32), resize_short=32)
+    path = save_checkpoint(Checkpoint(model_config=config, labels=["a", "b", "c"], input_spec=spec,
+                                      state_dict=model.state_dict()), tmp_path / "uftsn.pt")
+    rec = Recognizer(load_checkpoint(path), device="cpu", log=lambda _m: None)
+    frames = np.stack([rec.preprocess(np.full((48, 64, 3), 40 * k, np.uint8)) for k in range(4)])
+    probs = rec.predict(frames)
+    assert probs.shape[-1] == 3 and np.isfinite(probs).all() and abs(float(probs.sum()) - 1) < 1e-4

@@ -11,6 +11,9 @@ Studies (``--variants`` picks single variants by key instead):
 * ``fusion`` (Table 4, Fig. 2): each fusion method at each of ``--fusion-at`` (default ``input layer2``, the
   paper's "RGB" and "3 Blocks" columns), flow and fusion at the same point (keys ``<fusion>@<location>``).
 * ``tables``: ``location`` and ``fusion`` together (what the README shows).
+* ``gradient`` (issue 16): the flow layer's gradient kind and pyramid at the config's flow location: ``sobel``
+  (the literal Eqs. 8 + 10, the old default), ``sobel_fd`` (the converging default), ``sobel_fd_pyr2`` (the
+  same with ``pyramid_levels: 2``; the features at ``flow_after`` should be >= 14 px for two levels).
 
 Each variant is the config with only the model fields above changed (same seed, data, epochs, optimiser),
 trained with ``repflow_core.train`` and evaluated with the multi-view protocol of ``repflow_core.evaluate`` on
@@ -44,16 +47,24 @@ FUSION_NAMES = {"none": "None", "late": "Late", "add": "Add", "multiply": "Multi
                 "layer_multiply": "Layer + Multiply", "concat": "Concat"}
 LOCATION_NAMES = {"input": "Flow layer on RGB input", "stem": "After the stem (conv1)", "layer1": "After layer1",
                   "layer2": "After layer2", "layer3": "After layer3", "layer4": "After layer4"}
-STUDIES = ("flow", "location", "fusion", "tables")
+GRADIENT_VARIANTS = {"sobel": ("Sobel, Eqs. 8 + 10 (old default)", {"gradient": "sobel", "pyramid_levels": 1}),
+                     "sobel_fd": ("sobel_fd (converging default)", {"gradient": "sobel_fd", "pyramid_levels": 1}),
+                     "sobel_fd_pyr2": ("sobel_fd + 2-level pyramid", {"gradient": "sobel_fd", "pyramid_levels": 2}),
+                     "sobel_fd_pyr3": ("sobel_fd + 3-level pyramid", {"gradient": "sobel_fd", "pyramid_levels": 3})}
+STUDIES = ("flow", "location", "fusion", "tables", "gradient")
 
 
 def variant_overrides(key: str) -> tuple[str, dict]:
     """Variant key -> (display name, model fields to set). Keys: ``none|single|fcf`` or ``<fusion>@<location>``."""
     if key in VARIANT_NAMES:
         return VARIANT_NAMES[key], {"flow": key}
+    if key in GRADIENT_VARIANTS:  # only the flow layer's kind changes: flow, location, fusion stay the config's
+        name, fields = GRADIENT_VARIANTS[key]
+        return name, dict(fields)
     fusion, _, location = key.partition("@")
     if fusion not in FUSIONS or location not in LOCATIONS:
-        raise ValueError(f"unknown ablation variant {key!r}: use one of {sorted(VARIANT_NAMES)} or "
+        raise ValueError(f"unknown ablation variant {key!r}: use one of {sorted(VARIANT_NAMES)}, "
+                         f"{sorted(GRADIENT_VARIANTS)} or "
                          f"<fusion>@<location> with fusion in {FUSIONS} and location in {LOCATIONS}")
     name = LOCATION_NAMES[location] if fusion == "none" else f"{FUSION_NAMES[fusion]} fusion @ {location}"
     return name, {"flow": "single", "flow_after": location, "fusion": fusion, "fusion_after": ""}
@@ -63,7 +74,7 @@ def study_variants(study: str, fusion_at: list[str]) -> list[str]:
     location = ["none"] + [f"none@{loc}" for loc in LOCATIONS]
     fusion = [f"{f}@{loc}" for loc in fusion_at for f in FUSIONS]
     chosen = {"flow": ["none", "single", "fcf"], "location": location, "fusion": fusion,
-              "tables": location + fusion}[study]
+              "tables": location + fusion, "gradient": ["sobel", "sobel_fd", "sobel_fd_pyr2"]}[study]
     return list(dict.fromkeys(chosen))  # keep order, drop duplicates (none@X is in both studies)
 
 
@@ -137,6 +148,9 @@ def format_tables(summary: dict) -> str:
     results = summary["results"]
     flow_study = [k for k in results if k in VARIANT_NAMES]
     parts = []
+    gradient_study = [k for k in results if k in GRADIENT_VARIANTS]
+    if gradient_study:
+        parts.append(format_table({"results": {k: results[k] for k in gradient_study}}))
     if set(flow_study) - {"none"}:  # RGB only alone is the first row of the location table below
         parts.append(format_table({"results": {k: results[k] for k in flow_study}}))
     locations = [loc for loc in LOCATIONS if f"none@{loc}" in results]
@@ -189,7 +203,7 @@ def plot_results(results: dict, path: Path) -> Path | None:
     except ImportError as exc:
         print(f"no chart ({exc})", flush=True)
         return None
-    if all(k in VARIANT_NAMES for k in results):
+    if all(k in VARIANT_NAMES or k in GRADIENT_VARIANTS for k in results):
         viz.plot_per_class(results, path)
         return path
     locations = [loc for loc in LOCATIONS if any(k.endswith(f"@{loc}") for k in results)]
