@@ -18,6 +18,7 @@ the same files::
     stages: [StageConfig] UF-TSN's training stages (flow, classifier, end_to_end) with their epochs
     epochs, batch_size, amp, ema_decay, out_dir, seed, deterministic, device, log_every, eval_every,
     eval_batch_size, tensorboard
+    freeze, freeze_until, early_stopping_patience   fine-tuning (repflow_core.train_finetune, config/finetune.yaml)
 """
 
 from __future__ import annotations
@@ -251,6 +252,13 @@ class TrainConfig:
     # weights' BatchNorm statistics on up to 20 training batches (young running estimates made the first
     # validation losses huge, issue 14; repflow_core.train_loop.recalibrate_batchnorm). 0 = never.
     bn_recalibrate_until: int = 50
+    # Fine-tuning from few clips (issue 10.3; repflow_core.train_finetune): stages whose weights and BatchNorm
+    # statistics stay as --init-from gave them (stem, layer1..layer4, flow, fc), or every stage up to and
+    # including ``freeze_until``; stop after ``early_stopping_patience`` validated epochs without a better
+    # validation accuracy (0 = off).
+    freeze: list[str] = field(default_factory=list)
+    freeze_until: str = ""
+    early_stopping_patience: int = 0
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -274,6 +282,12 @@ class TrainConfig:
             raise ValueError("log_every must be >= 1 and eval_every >= 0")
         if self.bn_recalibrate_until < 0:
             raise ValueError(f"bn_recalibrate_until must be >= 0 (0 = never), got {self.bn_recalibrate_until}")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}")
+        if self.freeze or self.freeze_until:
+            from .train_finetune import resolve_frozen_stages  # deferred: train_finetune imports the training loop
+
+            resolve_frozen_stages(self.freeze, self.freeze_until, self.model.flow_after)  # names the bad stage
         if self.data.clip_len < self.model.frames_consumed + 1:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
         return self

@@ -25,6 +25,9 @@ What it does (paper appendix A where it says something):
 * The joint loss (issue 13): ``loss.*`` weights add unsupervised motion terms on the flow layers' flow
   (:mod:`repflow_core.joint_loss`); ``model.motion: uftsn`` trains UF-TSN through its ``stages``.
 * Young BatchNorm statistics are re-estimated before validating (``bn_recalibrate_until``, issue 14.3).
+* Fine-tuning from few clips (issue 10.3, ``config/finetune.yaml``, :mod:`repflow_core.train_finetune`):
+  ``--init-from CKPT``, frozen stages (``freeze`` / ``freeze_until``), ``data.balanced`` sampling, and
+  ``early_stopping_patience`` on the validation split (the reason is logged and kept in the checkpoints).
 * RUN_DIR (``out_dir``): ``config.yaml`` (resolved), ``split.json`` (the validation split), ``last.pt``
   (every epoch, with resume state), ``best.pt``, ``log.csv``, ``train.log``, ``curves.png``,
   ``confusion.png``/``.json`` (validation at the best epoch), ``test_confusion.json``, ``tb/``
@@ -75,6 +78,7 @@ from .data.transforms import KINETICS_MEAN, KINETICS_STD
 from .devices import DeviceError, resolve_device
 from .joint_loss import JointLoss
 from .train_data import RunData, prepare_data
+from .train_finetune import EarlyStopping, frozen_batchnorm_names
 from .train_io import add_run_log, epoch_line, log_to_file, open_tensorboard, write_log_csv, write_plots
 from .train_loop import (
     DistInfo,
@@ -92,7 +96,7 @@ from .train_loop import (
 )
 from .train_loop import cpu_state as _cpu_state
 from .train_loop import to_device as _to_device
-from .train_model import build_model, init_from_checkpoint, lr_factor, set_training_stage
+from .train_model import build_model, frozen_stages, init_from_checkpoint, lr_factor, set_training_stage
 
 __all__ = ["ModelEMA", "TrainResult", "init_from_checkpoint", "lr_factor", "main", "maybe_generate_synthetic",
            "train", "validate"]
@@ -257,6 +261,7 @@ class _Run:
         self.best_epoch: int | None = None
         self.best_conf: list | None = None
         self.history: list[dict] = []
+        self.stop_reason: str | None = None
         if rs is not None:
             self.model.load_state_dict(rs["model"])
             self.optimizer.load_state_dict(rs["optimizer"])
@@ -272,6 +277,7 @@ class _Run:
             self.best_acc, self.best_epoch = rs.get("best_acc"), rs.get("best_epoch")
             self.best_conf = rs.get("best_confusion")
             self.history = list(rs.get("history") or [])
+            self.stop_reason = rs.get("stop_reason")
             set_rng_state(rs["rng"])
             self.say(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.global_step})")
         spe = max(1, math.ceil(len(self.data.train_loader) / cfg.optim.accumulate))
@@ -302,7 +308,14 @@ class _Run:
         self.steps = StepSettings(device=self.device, amp=cfg.amp, mean=spec.mean, std=spec.std,
                                   accumulate=cfg.optim.accumulate, grad_clip=cfg.optim.grad_clip,
                                   log_every=cfg.log_every, dist=self.dinfo, joint=self.joint,
-                                  progress=self.progress and self.dinfo.is_main)
+                                  progress=self.progress and self.dinfo.is_main,
+                                  frozen_bn=tuple(frozen_batchnorm_names(self.model, frozen_stages(cfg))))
+        self.stopper = EarlyStopping(cfg.early_stopping_patience if self.data.val_loader is not None else 0)
+        # After a resume: the validated epochs since the best one still count.
+        self.stopper.bad_epochs = sum(1 for r in self.history if r["val_acc"] is not None
+                                      and r["epoch"] > (self.best_epoch or 0))
+        if cfg.early_stopping_patience and self.data.val_loader is None:
+            self.say("warning: early_stopping_patience needs a validation split (data.val_fraction > 0); off")
         nparams = sum(p.numel() for p in self.model.parameters())
         self.say(f"run folder: {self.run_dir.resolve()}")
         m = cfg.model
@@ -314,23 +327,25 @@ class _Run:
                  f"batch {cfg.batch_size} x accumulate {cfg.optim.accumulate}; {cfg.epochs} epochs")
         start = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.epochs):
-            if stop_after_epochs is not None and epoch - self.start_epoch >= stop_after_epochs:
+            if self.stop_reason or (stop_after_epochs is not None and epoch - self.start_epoch >= stop_after_epochs):
                 break
             self._epoch(epoch, start, spec)
         test = None
-        if len(self.history) == cfg.epochs:
+        if len(self.history) == cfg.epochs or self.stop_reason:
             test = self._final_test(spec)
         if self.dinfo.is_main:
             best = (f"{self.best_acc * 100:.2f}% (epoch {self.best_epoch})" if self.best_acc is not None
                     else "n/a (no validation split)")
             ttxt = f"; test accuracy with those weights {test['acc'] * 100:.2f}% ({test['n']} videos)" if test else ""
+            if self.stop_reason:
+                self.say(self.stop_reason)
             self.say(f"done: {len(self.history)}/{cfg.epochs} epochs in this call "
                      f"{time.perf_counter() - start:.0f} s; run folder {self.run_dir.resolve()}; "
                      f"best validation accuracy {best}{ttxt}")
         return TrainResult(run_dir=self.run_dir, best_val_acc=self.best_acc, best_epoch=self.best_epoch,
                            epochs_done=len(self.history), history=self.history, classes=list(self.data.classes),
                            model=self.model, ema_model=self.ema.module if self.ema is not None else None,
-                           rank=self.dinfo.rank, test=test)
+                           rank=self.dinfo.rank, test=test, extras={"stop_reason": self.stop_reason})
 
     @property
     def eval_model(self) -> nn.Module:
@@ -371,6 +386,8 @@ class _Run:
             self.best_acc, self.best_epoch, self.best_conf = val["acc"], epoch + 1, val["confusion"].tolist()
         elif improved:
             self.best_epoch = epoch + 1
+        if val is not None and self.stopper.update(improved):
+            self.stop_reason = self.stopper.reason(epoch + 1, self.best_epoch, self.best_acc)
         if self.dinfo.is_main:
             self._save(epoch, spec, improved, row)
             self.say(epoch_line(row, cfg.epochs, improved and val is not None))
@@ -385,7 +402,7 @@ class _Run:
                 "train_loss": row["train_loss"], "train_acc": row["train_acc"],
                 "dataset_fingerprint": d.fingerprints, "config": to_dict(self.cfg),
                 "weights": "ema" if self.ema is not None else "raw", "world_size": self.dinfo.world_size,
-                "torch": str(torch.__version__)}
+                "torch": str(torch.__version__), "stop_reason": self.stop_reason}
 
     def _save(self, epoch: int, spec: InputSpec, improved: bool, row: dict) -> None:
         cfg, run_dir = self.cfg, self.run_dir
@@ -401,7 +418,7 @@ class _Run:
             "scaler": self.scaler.state_dict() if cfg.amp == "fp16" else None,
             "epoch": epoch + 1, "global_step": self.global_step,
             "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_confusion": self.best_conf,
-            "history": self.history, "rng": rng_state(),
+            "history": self.history, "rng": rng_state(), "stop_reason": self.stop_reason,
         }
         save_checkpoint(Checkpoint(cfg.model, self.data.classes, spec, weights, summary, resume=resume_out),
                         run_dir / "last.pt")

@@ -4,9 +4,10 @@ validation split, and the final test of the best weights."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -15,6 +16,7 @@ from .checkpoint import atomic_save, load_checkpoint_dict
 from .data.dataset import VideoClipDataset, make_loader, scan_dataset
 from .data.layouts import DatasetError, build_samples, fingerprint
 from .data.splits import carve_validation, check_disjoint, read_split_json, split_record, write_split_json
+from .train_finetune import BalancedEpochSampler
 from .train_io import write_log_csv, write_plots
 from .train_loop import DistInfo, EpochShuffleSampler, ShardSampler, validate
 
@@ -105,8 +107,18 @@ def prepare_data(cfg, run_dir: Path, dinfo: DistInfo, device: torch.device, say:
     if dinfo.enabled:
         from torch.utils.data.distributed import DistributedSampler
 
+        if cfg.data.balanced:
+            raise DatasetError("data.balanced is not supported under torchrun (one process per device) yet: "
+                               "fine-tune few clips in one process, or set data.balanced=false")
         sampler: Any = DistributedSampler(train_ds, num_replicas=dinfo.world_size, rank=dinfo.rank,
                                           shuffle=True, seed=cfg.seed, drop_last=False)
+    elif cfg.data.balanced:
+        sampler = BalancedEpochSampler([smp.label for smp in split.train], cfg.seed)
+        counts = {c: 0 for c in classes}
+        for smp in split.train:
+            counts[classes[smp.label]] += 1
+        say(f"class-balanced sampling (data.balanced): training clips per class {counts}, each class drawn about "
+            f"{len(train_ds) / max(1, sum(1 for v in counts.values() if v)):.1f} times per epoch")
     else:
         sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
     nw, pin = cfg.data.num_workers, device.type == "cuda"
@@ -196,7 +208,8 @@ def final_test(run, spec) -> dict | None:
     for name in ("best.pt", "last.pt"):  # the summaries carry the test figure too
         raw = load_checkpoint_dict(run_dir / name)
         raw["training"] = dict(raw.get("training") or {}, test_acc=res["acc"], test_loss=res["loss"],
-                               test_videos=res["n"], test_epoch=run.best_epoch)
+                               test_videos=res["n"], test_epoch=run.best_epoch,
+                               stop_reason=getattr(run, "stop_reason", None))
         if raw.get("resume"):
             raw["resume"]["history"] = run.history
         atomic_save(raw, run_dir / name)

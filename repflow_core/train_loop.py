@@ -227,6 +227,9 @@ class StepSettings:
     dist: DistInfo = field(default_factory=DistInfo)
     progress: bool = False
     joint: Any = None  # repflow_core.joint_loss.JointLoss: unsupervised motion terms added to the cross-entropy
+    # BatchNorm layers of frozen stages (module names; repflow_core.train_finetune): kept in eval mode in training
+    # and never re-estimated, so their statistics stay those of the checkpoint fine-tuning started from.
+    frozen_bn: tuple[str, ...] = ()
 
 
 def autocast(device: torch.device, amp: str):
@@ -251,6 +254,7 @@ def train_one_epoch(model: nn.Module, ddp_model: nn.Module, loader, optimizer: t
     import time
 
     ddp_model.train()
+    keep_frozen_bn_eval(model, s.frozen_bn)
     t0 = time.perf_counter()
     use_ce = getattr(model, "stage", None) != "flow"
     term_sums: dict[str, torch.Tensor] = {}
@@ -327,7 +331,8 @@ def recalibrate_batchnorm(model: nn.Module, loader, s: StepSettings, max_batches
     was 5-11 (55-205 in the issue) against a training loss of 1.1. The EMA weights have the same problem
     with the live model's statistics. Re-estimating them for the weights being evaluated removes it.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    skip = set(s.frozen_bn)  # frozen stages keep the statistics they came with
+    norms = [m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and n not in skip]
     if not norms:
         return 0
     was_training = model.training
@@ -351,6 +356,15 @@ def recalibrate_batchnorm(model: nn.Module, loader, s: StepSettings, max_batches
             m.momentum = momentum
         model.train(was_training)
     return used
+
+
+def keep_frozen_bn_eval(model: nn.Module, names: tuple[str, ...]) -> None:
+    """Put the named BatchNorm layers (frozen stages) back in eval mode after ``model.train()``: in train mode
+    they would normalise with the batch's statistics and move their running estimates."""
+    if names:
+        modules = dict(model.named_modules())
+        for n in names:
+            modules[n].eval()
 
 
 def _describe_terms(ce: torch.Tensor, terms: dict[str, torch.Tensor]) -> str:

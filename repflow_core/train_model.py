@@ -12,9 +12,10 @@ from torch import nn
 from .backbones import load_backbone_weights
 from .checkpoint import CheckpointError, load_checkpoint_dict
 from .flow import parameter_groups
+from .train_finetune import freeze_stages, resolve_frozen_stages
 from .uftsn import build_any_model
 
-__all__ = ["build_model", "init_from_checkpoint", "lr_factor", "set_training_stage"]
+__all__ = ["build_model", "frozen_stages", "init_from_checkpoint", "lr_factor", "set_training_stage"]
 
 
 def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> str:
@@ -31,6 +32,13 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike) -> str:
     model.load_state_dict(fit, strict=False)
     return (f"initialised {len(fit)}/{len(own)} tensors from {path}"
             + (f"; not taken: {skipped[:4]}" if skipped else "") + (f"; kept fresh: {missing[:4]}" if missing else ""))
+
+
+def frozen_stages(cfg) -> list[str]:
+    """The stages ``cfg.freeze`` / ``cfg.freeze_until`` freeze, in forward order (empty: none)."""
+    if not (cfg.freeze or cfg.freeze_until):
+        return []
+    return resolve_frozen_stages(cfg.freeze, cfg.freeze_until, cfg.model.flow_after)
 
 
 def build_model(cfg, device: torch.device, say: Callable[[str], None], backbone_weights=None, init_from=None
@@ -51,6 +59,9 @@ def build_model(cfg, device: torch.device, say: Callable[[str], None], backbone_
             + (f" (mismatched: {report.mismatched[:4]})" if report.mismatched else ""))
     if init_from:
         say(init_from_checkpoint(model, init_from))
+    stages = frozen_stages(cfg)
+    if stages:  # before the optimiser is built: frozen parameters get no weight decay and no momentum
+        say(freeze_stages(model, stages))
     model.to(device)
     groups = parameter_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.flow_lr_scale)
     for g in groups:

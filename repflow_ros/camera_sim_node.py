@@ -277,6 +277,7 @@ def _make_node_class():
     from std_msgs.msg import String
 
     from .image_decoding import rgb_to_compressed_msg, rgb_to_image_msg
+    from .node_qos import RELIABLE  # images: reliable, last 10, as most camera drivers publish
 
     def descriptor(p: ParamDef) -> ParameterDescriptor:
         if p.low is None:
@@ -318,9 +319,8 @@ def _make_node_class():
                                           self.loop)
                 what = f"video {source} ({len(self.source.frames)} frames)"
 
-            qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-            self.image_pub = self.create_publisher(Image, "image", qos)
-            self.compressed_pub = (self.create_publisher(CompressedImage, "image/compressed", qos)
+            self.image_pub = self.create_publisher(Image, "image", RELIABLE)
+            self.compressed_pub = (self.create_publisher(CompressedImage, "image/compressed", RELIABLE)
                                    if self.compressed else None)
             self.truth_pub = self.create_publisher(String, "~/ground_truth", QoSProfile(
                 reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100))

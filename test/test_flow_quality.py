@@ -56,8 +56,8 @@ def test_bench_suite_writes_rows_for_every_method(tmp_path, capsys):
     out = tmp_path / "fq.json"
     picture = tmp_path / "fq.png"
     assert bench.main(["--suite", "flow-quality", "--sizes", "48", "--motions", "mixed", "--iterations", "5",
-                       "--levels", "1", "2", "--gradients", "sobel_fd", "--repeats", "1", "--uftsn-steps", "0", "--out", str(out),
-                       "--picture", str(picture)]) == 0
+                       "--levels", "1", "2", "--gradients", "sobel_fd", "--repeats", "1", "--uftsn-steps", "0",
+                       "--out", str(out), "--picture", str(picture)]) == 0
     rows = json.loads(out.read_text())
     methods = {r["method"] for r in rows}
     expected = {"OpenCV Farneback", "OpenCV DIS (medium)", "layer sobel_fd, 5 it.", "layer sobel_fd, 5 it., 2 levels"}

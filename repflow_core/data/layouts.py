@@ -124,6 +124,8 @@ class DataConfig:
     blur_prob: float = 0.0
     noise_std: float = 0.0
     jpeg_prob: float = 0.0
+    # Class-balanced training sampling (few clips per class, unequal counts): repflow_core.train_finetune.
+    balanced: bool = False
 
     def __post_init__(self) -> None:
         self.scale_jitter = tuple(float(v) for v in self.scale_jitter)  # type: ignore[assignment]

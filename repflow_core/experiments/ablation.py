@@ -1,7 +1,8 @@
 """Ablations of the paper's design choices, each variant trained with the same budget on the same data.
 
     python -m repflow_core.experiments.ablation --config config/train_synthetic.yaml \
-        [--study flow | location | fusion | tables] [--variants KEY ...] [--set epochs=8 ...] [--out runs/ablation]
+        [--study flow | location | fusion | tables | gradient] [--variants KEY ...] [--set epochs=8 ...] \
+        [--out runs/ablation]
 
 Studies (``--variants`` picks single variants by key instead):
 
