@@ -28,9 +28,10 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -89,7 +90,7 @@ class OptimConfig:
     grad_clip: float = 0.0
     accumulate: int = 1
 
-    def validate(self) -> "OptimConfig":
+    def validate(self) -> OptimConfig:
         if not self.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -140,7 +141,7 @@ class SyntheticConfig:
     test_clips: int = 400
     generator: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> "SyntheticConfig":
+    def validate(self) -> SyntheticConfig:
         if self.per_class < 2 or self.num_frames < 2 or self.size < 16:
             raise ValueError("synthetic: per_class and num_frames must be >= 2 and size >= 16")
         if not 0 < self.test_fraction < 1:
@@ -180,7 +181,7 @@ class LossConfig:
     edge_aware: bool = False
     edge_weight: float = 10.0
 
-    def validate(self) -> "LossConfig":
+    def validate(self) -> LossConfig:
         self.weights()  # MotionLossWeights names the bad key (loss.<name>)
         return self
 
@@ -204,7 +205,7 @@ class StageConfig:
     name: str = "end_to_end"
     epochs: int = 1
 
-    def validate(self) -> "StageConfig":
+    def validate(self) -> StageConfig:
         from .uftsn import STAGES
 
         if self.name not in STAGES:
@@ -260,7 +261,7 @@ class TrainConfig:
     freeze_until: str = ""
     early_stopping_patience: int = 0
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         self.model.validate()
         self.data.validate()
         self.optim.validate()
@@ -292,7 +293,7 @@ class TrainConfig:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
         return self
 
-    def check_stages(self) -> "TrainConfig":
+    def check_stages(self) -> TrainConfig:
         """Stages against the rest of the config (not in :meth:`validate`: overrides are applied one at a time,
         and ``stages`` and ``epochs`` may change in either order). Called when a run starts."""
         if not self.stages:
