@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uftsn-steps", type=int, default=2000,
                         help="unsupervised training steps of the UF-TSN estimator entry (0 = leave it out)")
     parser.add_argument("--uftsn-seconds", type=float, default=120.0, help="wall-clock bound of that training")
-    parser.add_argument("--quick", action="store_true", help="112x112, mixed motion, 10 iterations only")
+    parser.add_argument("--quick", action="store_true",
+                        help="112x112, mixed motion, 10 iterations, UF-TSN trained <= 20 s")
     parser.add_argument("--opencv-only", action="store_true",
                         help="only the OpenCV methods (runs without torch, e.g. in an opencv-contrib venv for TV-L1)")
     parser.add_argument("--out", default="bench_results/flow_quality.json")
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.motions, args.iterations, args.repeats = [112], ["mixed"], [10], 1
+        args.uftsn_seconds = min(args.uftsn_seconds, 20.0)
     if args.opencv_only:
         args.gradients, args.uftsn_steps = [], 0
     if args.uftsn_steps < 0:
