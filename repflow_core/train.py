@@ -451,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m repflow_core.train --config config/train_own_clips_cpu.yaml --data-root /data/my_clips\n"
                "  python -m repflow_core.train --config config/train_ucf101.yaml --set data.root=/data/UCF101 "
                "model.width=0.5 --epochs 3\n"
+               "  python -m repflow_core.train --config config/finetune.yaml --init-from "
+               "repflow_core/weights/synthetic_default.pt --data-root data/my_actions\n"
                "  python -m repflow_core.train --resume runs/synthetic\n"
                "  torchrun --nproc_per_node 4 -m repflow_core.train --config config/train_kinetics.yaml",
     )
@@ -508,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         best = f"{result.best_val_acc * 100:.2f}%" if result.best_val_acc is not None else "n/a"
         print(f"run folder: {result.run_dir.resolve()}")
         print(f"best validation accuracy: {best}")
+        if result.extras.get("stop_reason"):
+            print(result.extras["stop_reason"])
         if result.test is not None:
             print(f"test accuracy (best weights, single view): {result.test['acc'] * 100:.2f}%")
     return 0

@@ -20,8 +20,9 @@ Used by :mod:`repflow_core.train` when the config asks for it (``config/finetune
   Depends only on (seed, epoch), like the plain shuffle, so a resumed run sees the same batches.
 * **Early stopping** (:class:`EarlyStopping`): the validation split (carved automatically from the training
   clips, data/splits.py) is the held-out data; after ``patience`` validated epochs without a new best
-  validation accuracy the run stops, records why (``train.log``, ``stop.json`` in the run folder, the
-  checkpoints' training summary) and tests ``best.pt`` as a complete run would.
+  validation accuracy the run stops, records why (printed, in ``train.log`` and as ``stop_reason`` in the
+  checkpoints' training summary; a ``--resume`` of a stopped run trains no further) and tests ``best.pt`` as a
+  complete run would.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def write_trainlist(root: Path, count: int) -> str:
     return name
 
 
-def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log) -> dict:
+def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log, extra: list[str] | None = None) -> dict:
     """Train one arm on ``count`` clips per class with ``steps`` optimiser steps; evaluate on the test clips."""
     run_dir = out / f"{arm}_c{count:02d}"
     overrides = [f"data.root={root}", "data.layout=splitlist", f"data.train_list={write_trainlist(root, count)}",
@@ -79,6 +79,7 @@ def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log) -> dic
                  f"out_dir={run_dir}", "device=cpu", "tensorboard=false"]
     if arm == "scratch":
         overrides += ["freeze_until=", "bn_recalibrate_until=50"]  # young statistics need the re-estimation
+    overrides += list(extra or [])
     cfg = load_train_config(CONFIG, overrides)
     n_train = count * len(EXTRA_ACTIONS)
     cfg.epochs = max(1, math.ceil(steps / math.ceil(n_train / cfg.batch_size)))
@@ -122,6 +123,7 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
     ax.set_xscale("log")
     counts = sorted({r["clips_per_class"] for r in results})
     ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()  # a log axis would label 4x10^0 ... between the counts
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("training clips per class")
     ax.set_ylabel("video top-1 on unseen clips")
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--docs", default="docs", help="where the table and plot are copied ('' = nowhere)")
     p.add_argument("--reuse", action="store_true", help="keep the runs already in results.json")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for both arms, e.g. data.frame_stride=2")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             if any(r["arm"] == arm and r["clips_per_class"] == count for r in results):
                 continue
             log(f"run {arm} with {count} clips per class ...")
-            r = run_one(root, out, arm, count, args.steps, log)
+            r = run_one(root, out, arm, count, args.steps, log, args.set)
+            r["overrides"] = list(args.set)
             results.append(r)
             atomic_write_text(rpath, json.dumps(results, indent=1) + "\n")
             log(f"-> {arm} c{count}: video top-1 {r['video_top1']:.3f} ({r['epochs']} epochs, {r['steps']} steps, "
