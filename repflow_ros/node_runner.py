@@ -93,8 +93,11 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        traceback.print_exc()
-        status = 2
+        # A signal shuts the context down from rclpy's handler while spin() may be building a wait set, which
+        # then raises RCLError("... context is not valid ..."): that is the shutdown asked for, not a failure.
+        if rclpy.ok():
+            traceback.print_exc()
+            status = 2
     finally:
         # Stop the node's own work first (never waiting for an inference in flight), then the graph. A late
         # KeyboardInterrupt (a second Ctrl-C) must not turn a clean shutdown into a traceback.
