@@ -121,19 +121,9 @@ def prepare_data(cfg, run_dir: Path, dinfo: DistInfo, device: torch.device, say:
             f"{len(train_ds) / max(1, sum(1 for v in counts.values() if v)):.1f} times per epoch")
     else:
         sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
-    nw, pin = cfg.data.num_workers, device.type == "cuda"
-
-    def eval_loader(ds):
-        if ds is None:
-            return None
-        return make_loader(ds, cfg.eval_batch_size or cfg.batch_size, sampler=ShardSampler(len(ds), dinfo.rank,
-                           dinfo.world_size), num_workers=nw, pin_memory=pin, seed=cfg.seed, persistent_workers=False)
-
-    train_loader = make_loader(train_ds, cfg.batch_size, sampler=sampler, num_workers=nw, pin_memory=pin,
-                               seed=cfg.seed, persistent_workers=nw > 0)
+    train_loader, val_loader, test_loader = _loaders(cfg, dinfo, device, train_ds, sampler, val_ds, test_ds)
     return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
-                   val_ds=val_ds, val_loader=eval_loader(val_ds) if cfg.eval_every > 0 else None,
-                   test_ds=test_ds, test_loader=eval_loader(test_ds),
+                   val_ds=val_ds, val_loader=val_loader, test_ds=test_ds, test_loader=test_loader,
                    fingerprints={"train": fingerprint(split.train), "val": fingerprint(split.val),
                                  "test": fingerprint(test_samples) if test_samples else ""})
 
@@ -158,6 +148,17 @@ def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[s
                                           shuffle=True, seed=cfg.seed, drop_last=False)
     else:
         sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
+    train_loader, val_loader, test_loader = _loaders(cfg, dinfo, device, train_ds, sampler, val_ds, test_ds)
+    syn = cfg.synthetic
+    tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:{','.join(syn.geometries)}"
+    return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
+                   val_ds=val_ds, val_loader=val_loader, test_ds=test_ds, test_loader=test_loader,
+                   fingerprints={"train": f"{tag}:train:{syn.train_clips}", "val": f"{tag}:val:{syn.val_clips}",
+                                 "test": f"{tag}:test:{syn.test_clips}"})
+
+
+def _loaders(cfg, dinfo: DistInfo, device: torch.device, train_ds, sampler, val_ds, test_ds):
+    """(train, validation, test) DataLoaders; evaluation sets are sharded over the ranks, never shuffled."""
     nw, pin = cfg.data.num_workers, device.type == "cuda"
 
     def eval_loader(ds):
@@ -168,13 +169,7 @@ def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[s
 
     train_loader = make_loader(train_ds, cfg.batch_size, sampler=sampler, num_workers=nw, pin_memory=pin,
                                seed=cfg.seed, persistent_workers=nw > 0)
-    syn = cfg.synthetic
-    tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:{','.join(syn.geometries)}"
-    return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
-                   val_ds=val_ds, val_loader=eval_loader(val_ds) if cfg.eval_every > 0 else None,
-                   test_ds=test_ds, test_loader=eval_loader(test_ds),
-                   fingerprints={"train": f"{tag}:train:{syn.train_clips}", "val": f"{tag}:val:{syn.val_clips}",
-                                 "test": f"{tag}:test:{syn.test_clips}"})
+    return train_loader, eval_loader(val_ds) if cfg.eval_every > 0 else None, eval_loader(test_ds)
 
 
 def final_test(run, spec) -> dict | None:
