@@ -30,7 +30,6 @@ resident set size above the level before each (VmHWM, reset before each call thr
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing as mp
 import platform
@@ -235,7 +234,9 @@ def run_case(case: Case) -> list[dict]:
         return _run_flow(case, device)
     if case.kind == "flow-peak":
         return _run_flow_peak(case, device)
-    return _run_model(case, device)
+    from .bench_model import run_model  # its own module (size); it imports this one's timing helpers
+
+    return run_model(case, device)
 
 
 def _run_flow(case: Case, device: torch.device) -> list[dict]:
@@ -316,68 +317,6 @@ def _run_flow_peak(case: Case, device: torch.device) -> list[dict]:
     else:
         row["forward_backward_peak_mb"] = max(0.0, _peak_rss_mb() - base_rss)
     return [row]
-
-
-def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    from .recognizer import _to_channels_last
-
-    _to_channels_last(model)
-    return model
-
-
-def _run_model(case: Case, device: torch.device) -> list[dict]:
-    from . import kernels
-    from .model import ActionNet, ModelConfig
-
-    if case.model == "small":
-        cfg = small_model_config()
-    else:
-        cfg = ModelConfig(backbone="resnet50", width=1.0, num_classes=400, flow="single",
-                          flow_after="layer2", iterations=20)
-    torch.manual_seed(0)
-    base = ActionNet(cfg).to(device).eval()
-    for p in base.parameters():
-        p.requires_grad_(False)
-    clip = torch.randn(1, 3, case.frames, case.size, case.size, device=device)
-    models: dict[str, torch.nn.Module] = {}
-    compile_s: dict[str, float] = {}
-    for variant in case.impls:
-        if variant == "flow-eager":
-            models[variant] = kernels.make_fused(copy.deepcopy(base), "eager")
-        elif variant == "flow-fused":
-            models[variant] = kernels.make_fused(copy.deepcopy(base), "fused")
-        elif variant == "fused+channels_last":
-            models[variant] = _channels_last(kernels.make_fused(copy.deepcopy(base), "fused"))
-        elif variant == "fused+cl+compile":
-            model = torch.compile(_channels_last(kernels.make_fused(copy.deepcopy(base), "fused")), dynamic=False)
-            start = time.perf_counter()
-            import torch._inductor.config as inductor_config
-
-            with inductor_config.patch(freezing=device.type == "cpu"), torch.inference_mode():
-                model(clip)
-            compile_s[variant] = time.perf_counter() - start
-            models[variant] = model
-        else:
-            raise ValueError(f"unknown model variant {variant!r}")
-
-    def forward(model):
-        def fn():
-            with torch.inference_mode():
-                model(clip)
-        return fn
-
-    _reset_peak_rss()
-    base_rss = _rss_mb()
-    times = interleaved_ms({v: forward(m) for v, m in models.items()}, case.repeats, device, case.budget_s)
-    with torch.inference_mode():
-        ref = models[case.impls[0]](clip)
-        diffs = {v: (m(clip) - ref).abs().max().item() for v, m in models.items()}
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else max(0.0, _peak_rss_mb() - base_rss))
-    name = f"{cfg.backbone} x{cfg.width} flow={cfg.flow}@{cfg.flow_after} it={cfg.iterations}"
-    return [{**asdict(case), "impl": v, "window_ms": statistics.median(times[v]), "window_samples_ms": times[v],
-             "max_abs_logit_diff": diffs[v],
-             "compile_s": compile_s.get(v), "process_peak_mb": peak, "model_name": name} for v in case.impls]
 
 
 def _run_isolated(case: Case) -> list[dict]:

@@ -74,37 +74,10 @@ def _match_labels(ckpt_labels: Sequence[str], classes: Sequence[str], where: str
         f"Evaluate on the dataset the model was trained for (check data.root / data.layout)")
 
 
-def evaluate_checkpoint(
-    ckpt_path: str | os.PathLike,
-    data_cfg: DataConfig,
-    clips: int | None = None,
-    crops: int | None = None,
-    device: str = "auto",
-    out_dir: str | os.PathLike | None = None,
-    batch_size: int = 4,
-    subset: str = "test",
-    samples: Sequence[VideoSample] | None = None,
-    classes: Sequence[str] | None = None,
-    max_videos: int | None = None,
-    progress: bool = True,
-    write_files: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> dict:
-    """Evaluate a checkpoint on ``subset`` of the dataset described by ``data_cfg``; returns the metrics.
-
-    ``clips``/``crops`` default to ``data_cfg.test_clips``/``test_crops``. ``samples``/``classes`` skip
-    ``build_samples`` (e.g. a custom list). ``max_videos`` takes an evenly spread subset (quick checks).
-    The returned dict has ``clip_top1``, ``video_top1``, ``video_top5``, ``mean_class_accuracy``,
-    ``per_class_accuracy``, ``confusion`` (list of lists), ``labels``, ``num_videos``,
-    ``skipped_videos``, ``clips``, ``crops``, ``views_per_video``, ``seconds``, ``videos_per_s``,
-    ``checkpoint``, ``dataset_fingerprint`` and, when files are written, ``out_dir``.
-    """
-    say = log or tqdm.write
-    ckpt_path = Path(ckpt_path)
-    ckpt = load_checkpoint(ckpt_path)
-    spec = ckpt.input_spec
+def _views_config(ckpt_path: Path, spec, data_cfg: DataConfig, clips: int | None, crops: int | None,
+                  say: Callable[[str], None]) -> DataConfig:
+    """A copy of ``data_cfg`` whose views are built as the model expects them, whatever the config file says."""
     cfg = copy.deepcopy(data_cfg)
-    # The views must be built as the model expects them, whatever the config file says.
     changed = []
     for name, value in (("clip_len", spec.clip_len), ("frame_stride", spec.frame_stride),
                         ("size", int(spec.size[0])), ("resize_short", int(spec.resize_short))):
@@ -123,37 +96,38 @@ def evaluate_checkpoint(
         raise ConfigError(str(exc)) from exc
     if changed:
         say("using the checkpoint's input spec: " + ", ".join(changed))
+    return cfg
 
+
+def _eval_samples(cfg: DataConfig, subset: str, ckpt_labels: Sequence[str], samples: Sequence[VideoSample] | None,
+                  classes: Sequence[str] | None, max_videos: int | None,
+                  say: Callable[[str], None]) -> tuple[list[VideoSample], str]:
+    """The videos to evaluate, labelled in the checkpoint's class order, and a description of where they are."""
     if samples is None:
         samples, classes = build_samples(cfg, subset)
     elif classes is None:
         raise ValueError("evaluate_checkpoint: pass classes together with samples")
     samples, classes = list(samples), list(classes)
     where = f"{cfg.root or 'the dataset'} ({cfg.layout}, {subset})"
-    remap = _match_labels(ckpt.labels, classes, where)
+    remap = _match_labels(ckpt_labels, classes, where)
     if remap is not None:
         say("note: the dataset lists the checkpoint's classes in another order; matching them by name")
         samples = [VideoSample(s.path, remap[s.label]) for s in samples]
-    labels = list(ckpt.labels)
-    k = len(labels)
     if max_videos is not None and 0 < max_videos < len(samples):
         pick = np.linspace(0, len(samples) - 1, max_videos).round().astype(int)
         samples = [samples[i] for i in sorted(set(pick.tolist()))]
+    return samples, where
 
-    dev = resolve_device(device, log=lambda m: None)
-    model = ckpt.build_model().to(dev).eval()
-    ds = MultiViewDataset(samples, labels, cfg)
-    loader = make_loader(ds, batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda")
-    views = ds.num_views
 
+def _score_views(model: torch.nn.Module, loader, spec, dev: torch.device, samples: Sequence[VideoSample], views: int,
+                 k: int, ckpt_path: Path, desc: str, progress: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Softmax scores averaged over each video's views; returns (probs, valid, clip_correct, clip_total)."""
     probs_all = np.zeros((len(samples), k), np.float64)
     valid = np.zeros(len(samples), bool)
     clip_correct = 0
     clip_total = 0
-    t0 = time.perf_counter()
     with torch.inference_mode():
-        for batch, y, idx in tqdm(loader, desc=f"evaluating ({cfg.test_clips} clips x {cfg.test_crops} crops)",
-                                  unit="batch", disable=not progress, dynamic_ncols=True):
+        for batch, y, idx in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
             keep = y != INVALID_LABEL
             if not bool(keep.any()):
                 continue
@@ -171,16 +145,12 @@ def evaluate_checkpoint(
             clip_total += b * views
             probs_all[idx.numpy()] = p.mean(1).double().numpy()
             valid[idx.numpy()] = True
-    seconds = time.perf_counter() - t0
+    return probs_all, valid, clip_correct, clip_total
 
-    bad = [str(p) for p in ds.bad_videos]
-    if bad:
-        say(f"skipped {len(bad)} unreadable videos: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
-    n = int(valid.sum())
-    if n == 0:
-        raise DatasetError(f"no readable videos to evaluate in {where}")
-    y_true = np.array([s.label for s in samples])[valid]
-    probs = probs_all[valid]
+
+def _video_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Video top-1 / top-5, mean class accuracy and per-class recall; returns (metrics, confusion, top-k indices)."""
+    k = len(labels)
     pred = probs.argmax(1)
     topk = min(5, k)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :topk]
@@ -196,17 +166,92 @@ def evaluate_checkpoint(
         else:
             per_class[labels[c]] = None
     metrics = {
-        "clip_top1": clip_correct / clip_total if clip_total else float("nan"),
         "video_top1": float((pred == y_true).mean()),
         "video_top5": float((top == y_true[:, None]).any(1).mean()),
         "mean_class_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
         "top5_k": topk,
+        "per_class_accuracy": per_class,
+    }
+    return metrics, conf, top
+
+
+def _write_reports(out: Path, metrics: dict, conf: np.ndarray, labels: Sequence[str], samples: Sequence[VideoSample],
+                   probs: np.ndarray, top: np.ndarray, ckpt_path: Path, cfg: DataConfig,
+                   say: Callable[[str], None]) -> None:
+    """``confusion.png`` / ``confusion.json``, ``predictions.csv`` (valid ``samples`` only) and ``metrics.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    from . import viz
+
+    viz.plot_confusion(conf, labels, out / "confusion.png",
+                       title=f"{ckpt_path.name}, {cfg.test_clips}x{cfg.test_crops} views",
+                       json_path=out / "confusion.json", run_name=ckpt_path.resolve().parent.name)
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "predicted", "score", "top5"])
+        for s, pr, tp in zip(samples, probs, top):
+            w.writerow([str(s.path), labels[s.label], labels[int(tp[0])], f"{pr[tp[0]]:.4f}",
+                        " ".join(f"{labels[int(c)]}:{pr[c]:.3f}" for c in tp)])
+    metrics["out_dir"] = str(out)
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1), encoding="utf-8")
+    say(f"wrote metrics.json, predictions.csv, confusion.png to {out}")
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | os.PathLike, data_cfg: DataConfig, clips: int | None = None, crops: int | None = None,
+    device: str = "auto", out_dir: str | os.PathLike | None = None, batch_size: int = 4, subset: str = "test",
+    samples: Sequence[VideoSample] | None = None, classes: Sequence[str] | None = None,
+    max_videos: int | None = None, progress: bool = True, write_files: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate a checkpoint on ``subset`` of the dataset described by ``data_cfg``; returns the metrics.
+
+    ``clips``/``crops`` default to ``data_cfg.test_clips``/``test_crops``. ``samples``/``classes`` skip
+    ``build_samples`` (e.g. a custom list). ``max_videos`` takes an evenly spread subset (quick checks).
+    The returned dict has ``clip_top1``, ``video_top1``, ``video_top5``, ``mean_class_accuracy``,
+    ``per_class_accuracy``, ``confusion`` (list of lists), ``labels``, ``num_videos``,
+    ``skipped_videos``, ``clips``, ``crops``, ``views_per_video``, ``seconds``, ``videos_per_s``,
+    ``checkpoint``, ``dataset_fingerprint`` and, when files are written, ``out_dir``.
+    """
+    say = log or tqdm.write
+    ckpt_path = Path(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    spec = ckpt.input_spec
+    cfg = _views_config(ckpt_path, spec, data_cfg, clips, crops, say)
+    samples, where = _eval_samples(cfg, subset, ckpt.labels, samples, classes, max_videos, say)
+    labels = list(ckpt.labels)
+    k = len(labels)
+
+    dev = resolve_device(device, log=lambda m: None)
+    model = ckpt.build_model().to(dev).eval()
+    ds = MultiViewDataset(samples, labels, cfg)
+    loader = make_loader(ds, batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda")
+    views = ds.num_views
+    t0 = time.perf_counter()
+    probs_all, valid, clip_correct, clip_total = _score_views(
+        model, loader, spec, dev, samples, views, k, ckpt_path,
+        f"evaluating ({cfg.test_clips} clips x {cfg.test_crops} crops)", progress)
+    seconds = time.perf_counter() - t0
+
+    bad = [str(p) for p in ds.bad_videos]
+    if bad:
+        say(f"skipped {len(bad)} unreadable videos: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    n = int(valid.sum())
+    if n == 0:
+        raise DatasetError(f"no readable videos to evaluate in {where}")
+    probs = probs_all[valid]
+    video, conf, top = _video_metrics(np.array([s.label for s in samples])[valid], probs, labels)
+    metrics = {
+        "clip_top1": clip_correct / clip_total if clip_total else float("nan"),
+        "video_top1": video["video_top1"],
+        "video_top5": video["video_top5"],
+        "mean_class_accuracy": video["mean_class_accuracy"],
+        "top5_k": video["top5_k"],
         "num_videos": n,
         "skipped_videos": bad,
         "clips": cfg.test_clips,
         "crops": cfg.test_crops,
         "views_per_video": views,
-        "per_class_accuracy": per_class,
+        "per_class_accuracy": video["per_class_accuracy"],
         "labels": labels,
         "confusion": conf.tolist(),
         "checkpoint": str(ckpt_path),
@@ -221,27 +266,12 @@ def evaluate_checkpoint(
     }
     say(per_class_table(conf, labels))
     say(f"{n} videos x {views} views: clip top-1 {metrics['clip_top1'] * 100:.2f}%, video top-1 "
-        f"{metrics['video_top1'] * 100:.2f}%, top-{topk} {metrics['video_top5'] * 100:.2f}%, mean class accuracy "
-        f"{metrics['mean_class_accuracy'] * 100:.2f}% ({seconds:.1f} s)")
-
+        f"{metrics['video_top1'] * 100:.2f}%, top-{video['top5_k']} {metrics['video_top5'] * 100:.2f}%, mean class "
+        f"accuracy {metrics['mean_class_accuracy'] * 100:.2f}% ({seconds:.1f} s)")
     if write_files:
         out = Path(out_dir) if out_dir else ckpt_path.parent / f"eval_{ckpt_path.stem}"
-        out.mkdir(parents=True, exist_ok=True)
-        from . import viz
-
-        viz.plot_confusion(conf, labels, out / "confusion.png",
-                           title=f"{ckpt_path.name}, {cfg.test_clips}x{cfg.test_crops} views",
-                           json_path=out / "confusion.json", run_name=ckpt_path.resolve().parent.name)
-        valid_samples = [s for s, v in zip(samples, valid) if v]
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label", "predicted", "score", "top5"])
-            for s, pr, tp in zip(valid_samples, probs, top):
-                w.writerow([str(s.path), labels[s.label], labels[int(tp[0])], f"{pr[tp[0]]:.4f}",
-                            " ".join(f"{labels[int(c)]}:{pr[c]:.3f}" for c in tp)])
-        metrics["out_dir"] = str(out)
-        (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1), encoding="utf-8")
-        say(f"wrote metrics.json, predictions.csv, confusion.png to {out}")
+        _write_reports(out, metrics, conf, labels, [s for s, v in zip(samples, valid) if v], probs, top, ckpt_path,
+                       cfg, say)
     return metrics
 
 

@@ -45,7 +45,6 @@ What it does (paper appendix A where it says something):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import logging
@@ -66,10 +65,7 @@ from .checkpoint import Checkpoint, CheckpointError, InputSpec, load_checkpoint_
 from .config import (
     ConfigError,
     TrainConfig,
-    add_override_arguments,
-    collect_overrides,
     dump_yaml,
-    load_train_config,
     to_dict,
 )
 from .data.layouts import DatasetError
@@ -77,6 +73,7 @@ from .data.prepare import maybe_generate_synthetic
 from .data.transforms import KINETICS_MEAN, KINETICS_STD
 from .devices import DeviceError, resolve_device
 from .joint_loss import JointLoss
+from .train_cli import build_parser, config_from_args
 from .train_data import RunData, prepare_data
 from .train_finetune import EarlyStopping, frozen_batchnorm_names
 from .train_io import add_run_log, epoch_line, log_to_file, open_tensorboard, write_log_csv, write_plots
@@ -439,51 +436,6 @@ class _Run:
 
 
 # -------------------------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m repflow_core.train",
-        description="Train a representation-flow action recognition model (see config/*.yaml).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  python -m repflow_core.train --config config/train_synthetic.yaml\n"
-               "  python -m repflow_core.train --config config/train_own_clips_cpu.yaml --data-root /data/my_clips\n"
-               "  python -m repflow_core.train --config config/train_ucf101.yaml --set data.root=/data/UCF101 "
-               "model.width=0.5 --epochs 3\n"
-               "  python -m repflow_core.train --config config/finetune.yaml --init-from "
-               "repflow_core/weights/synthetic_default.pt --data-root data/my_actions\n"
-               "  python -m repflow_core.train --resume runs/synthetic\n"
-               "  torchrun --nproc_per_node 4 -m repflow_core.train --config config/train_kinetics.yaml",
-    )
-    p.add_argument("--config", help="YAML config (default with --resume: RUN_DIR/config.yaml)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    p.add_argument("--backbone-weights", metavar="PATH", help="torchvision ResNet weights to start the backbone from")
-    p.add_argument("--init-from", metavar="CKPT", help="start from a repflow checkpoint's weights (fine-tuning; "
-                                                        "a classifier for another class count is left fresh)")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact reruns)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an out_dir that already holds a run")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (one line per epoch, with elapsed time and an estimate of the time left)")
-    p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="console level of library messages (the run's own lines are always printed)")
-    p.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
-    add_override_arguments(p)
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    path = args.config
-    if path is None and args.resume:
-        candidate = Path(args.resume) / "config.yaml"
-        if candidate.is_file():
-            path = str(candidate)
-    if path is None:
-        raise ConfigError("pass --config FILE (e.g. config/train_synthetic.yaml) or --resume RUN_DIR")
-    overrides = collect_overrides(args)
-    if args.deterministic:
-        overrides.append("deterministic=true")
-    return load_train_config(path, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

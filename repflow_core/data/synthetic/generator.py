@@ -175,23 +175,12 @@ def _scale_amplitude(pose: dict, rest: dict, amp: float, env: np.ndarray | None)
         pose[k] = r + (dev if env is None else env * dev)
 
 
-def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool,
-                      with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off."""
-    cfg.validate()
-    H, W = size
-    T = num_frames
-    rng = np.random.default_rng([int(seed), 2])
-    t = np.arange(T, dtype=float)
-    h, ground, x0, x1 = _place(rng, cfg.person, H, W)
-    app, body, style = _appearance(rng), random_body(rng), random_style(rng)
-    anchor0 = rng.uniform(x0, x1) if x1 > x0 else x0
-    track = camera_track(rng, cfg.camera, T, H, W, clean)
-    mx, my = track.margin
-    span = (anchor0 + mx - 0.2 * h, anchor0 + mx + 0.2 * h)  # world columns around the feet
-    sc = _build_scene(rng, cfg.scene, T, H + 2 * my, W + 2 * mx, ground + my, h, span)
-    pipe = CameraPipeline(track, rng, H, W)
-    props = _Props(box_size=(rng.uniform(0.12, 0.16), rng.uniform(0.09, 0.12)))
+def _action_pose(action: str, rng: np.random.Generator, cfg: SynthConfig, t: np.ndarray, size: tuple[int, int],
+                 place: tuple[float, float, float, float], anchor0: float, props: _Props) -> tuple[dict, _Layout]:
+    """The action's joint trajectories (speed, amplitude, partial window) and the layout / props they move.
+
+    ``place`` is :func:`_place`'s (h, ground, x0, x1). The random draws keep their order: same seed, same clip."""
+    (H, W), (h, ground, x0, x1), T = size, place, len(t)
     box_side, box_off = (1.0 if rng.random() < 0.5 else -1.0), rng.uniform(0.17, 0.24)
     distractor_stool, distractor_box = rng.random() < cfg.scene.prop_prob, rng.random() < cfg.scene.prop_prob
     speed, amp = rng.uniform(*cfg.person.speed), rng.uniform(*cfg.person.amplitude)
@@ -221,60 +210,116 @@ def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed:
         props.stool_x = float(lay.anchor_x[0]) if action != "walk_right" else rng.uniform(0.2, 0.8) * W
     if action == "pick_up" or distractor_box:
         props.box_floor_x = float(lay.anchor_x[0]) + box_side * box_off * h
+    return pose, lay
 
+
+def _skeletons(action: str, pose: dict, body, props: _Props, lay: _Layout, h: float) -> list[dict]:
+    """Forward kinematics per frame; for ``pick_up`` the box is sized and placed right under the grasping hand."""
+    T = len(lay.anchor_x)
     names = list(pose)
     skeletons = [_forward_kinematics({k: float(pose[k][i]) for k in names}, body) for i in range(T)]
-    box_w, box_h = props.box_size
-    hold_from = props.box_hold_from
     if action == "pick_up":  # box right under the hand at the grasp frame: a seamless hand-over
+        box_w = props.box_size[0]
+        hold_from = props.box_hold_from
         g = min(hold_from if hold_from is not None else T - 1, T - 1)
         hand = skeletons[g][f"{props.box_side}_hand"]
         box_h = float(np.clip(hand[1] + 0.01, 0.08, 0.16))
         props.box_size = (box_w, box_h)
         props.box_floor_x = float(lay.anchor_x[0]) + hand[0] * h
         props.box_hand_offset = (0.0, box_h / 2 - hand[1])
+    return skeletons
+
+
+@dataclass
+class _Clip:
+    """What every frame of one clip draws (built once by :func:`render_forward_v2`)."""
+
+    sc: Scene
+    lay: _Layout
+    props: _Props
+    app: _Appearance
+    body: object
+    style: object
+    skeletons: list
+    sec_skel: list | None
+    h: float
+    ground: float  # feet row in world coordinates (frame row + camera margin)
+    mx: int
+
+
+def _draw_world(clip: _Clip, i: int, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """World canvas of frame ``i`` (room, door, second person, ball, props, person, occluder) and the person mask."""
+    sc, props, h = clip.sc, clip.props, clip.h
+    world = sc.background.copy()
+    if sc.door is not None:
+        draw_door(world, sc.door, float(sc.door_angle[i]))
+    if clip.sec_skel is not None:
+        second = sc.extras["person"]
+        _draw_figure(_Canvas(world, None, (second[0], second[1]), second[2]), clip.sec_skel[i], second[4], None,
+                     second[5], second[6])
+    ball_front = sc.ball is not None and sc.ball[1] > clip.ground
+    if sc.ball is not None and not ball_front:
+        draw_ball(world, float(sc.ball_x[i]), sc.ball[0], sc.ball[1], sc.ball[2])
+    ax = float(clip.lay.anchor_x[i])
+    wmask = np.zeros(world.shape[:2], np.uint8) if with_mask else None
+    cv = _Canvas(world, None, (ax + clip.mx, clip.ground), h)
+    if props.stool_x is not None:
+        _draw_stool(cv, (props.stool_x - ax) / h, clip.app.stool)
+    box = None
+    box_w, box_h = props.box_size
+    hold_from = props.box_hold_from
+    if props.box_floor_x is not None:
+        centre = ((props.box_floor_x - ax) / h, box_h / 2)
+        if hold_from is not None and i >= hold_from:
+            hand = clip.skeletons[i][f"{props.box_side}_hand"]
+            centre = (hand[0] + props.box_hand_offset[0], hand[1] + props.box_hand_offset[1])
+        box = (centre, (box_w, box_h))
+        if hold_from is None or i < hold_from:
+            _draw_box(cv, centre, box[1], clip.app.box)
+            box = None
+    cv.mask = wmask
+    _draw_figure(cv, clip.skeletons[i], clip.app, box, clip.body if clip.body is not None else BODY,
+                 clip.style or PLAIN)
+    if ball_front:
+        draw_ball(world, float(sc.ball_x[i]), sc.ball[0], sc.ball[1], sc.ball[2])
+    if sc.occluder is not None:
+        ox0, oy0, ox1, oy1, oc = sc.occluder
+        cv2.rectangle(world, (ox0, oy0), (ox1, oy1), oc, -1, cv2.LINE_AA)
+        cv2.rectangle(world, (ox0, oy0), (ox1, oy0 + max(2, int(0.04 * h))), tuple(c * 0.7 for c in oc), -1)
+        if wmask is not None:
+            wmask[max(oy0, 0) : max(oy1 + 1, 0), max(ox0, 0) : max(ox1 + 1, 0)] = 0
+    return world, wmask
+
+
+def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool,
+                      with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off."""
+    cfg.validate()
+    H, W = size
+    T = num_frames
+    rng = np.random.default_rng([int(seed), 2])
+    t = np.arange(T, dtype=float)
+    h, ground, x0, x1 = _place(rng, cfg.person, H, W)
+    app, body, style = _appearance(rng), random_body(rng), random_style(rng)
+    anchor0 = rng.uniform(x0, x1) if x1 > x0 else x0
+    track = camera_track(rng, cfg.camera, T, H, W, clean)
+    mx, my = track.margin
+    span = (anchor0 + mx - 0.2 * h, anchor0 + mx + 0.2 * h)  # world columns around the feet
+    sc = _build_scene(rng, cfg.scene, T, H + 2 * my, W + 2 * mx, ground + my, h, span)
+    pipe = CameraPipeline(track, rng, H, W)
+    props = _Props(box_size=(rng.uniform(0.12, 0.16), rng.uniform(0.09, 0.12)))
+    pose, lay = _action_pose(action, rng, cfg, t, (H, W), (h, ground, x0, x1), anchor0, props)
+    skeletons = _skeletons(action, pose, body, props, lay, h)
     second = sc.extras.get("person")
     sec_skel = None
     if second is not None:
         sec_skel = [_forward_kinematics({k: float(v[i]) for k, v in second[3].items()}, second[5]) for i in range(T)]
+    clip = _Clip(sc, lay, props, app, body, style, skeletons, sec_skel, h, ground + my, mx)
 
     frames = np.empty((T, H, W, 3), np.uint8)
     masks = np.zeros((T, H, W), np.uint8) if with_mask else None
     for i in range(T):
-        world = sc.background.copy()
-        if sc.door is not None:
-            draw_door(world, sc.door, float(sc.door_angle[i]))
-        if sec_skel is not None:
-            _draw_figure(_Canvas(world, None, (second[0], second[1]), second[2]), sec_skel[i], second[4], None,
-                         second[5], second[6])
-        ball_front = sc.ball is not None and sc.ball[1] > ground + my
-        if sc.ball is not None and not ball_front:
-            draw_ball(world, float(sc.ball_x[i]), sc.ball[0], sc.ball[1], sc.ball[2])
-        ax = float(lay.anchor_x[i])
-        wmask = np.zeros(world.shape[:2], np.uint8) if masks is not None else None
-        cv = _Canvas(world, None, (ax + mx, ground + my), h)
-        if props.stool_x is not None:
-            _draw_stool(cv, (props.stool_x - ax) / h, app.stool)
-        box = None
-        if props.box_floor_x is not None:
-            centre = ((props.box_floor_x - ax) / h, box_h / 2)
-            if hold_from is not None and i >= hold_from:
-                hand = skeletons[i][f"{props.box_side}_hand"]
-                centre = (hand[0] + props.box_hand_offset[0], hand[1] + props.box_hand_offset[1])
-            box = (centre, (box_w, box_h))
-            if hold_from is None or i < hold_from:
-                _draw_box(cv, centre, box[1], app.box)
-                box = None
-        cv.mask = wmask
-        _draw_figure(cv, skeletons[i], app, box, body if body is not None else BODY, style or PLAIN)
-        if ball_front:
-            draw_ball(world, float(sc.ball_x[i]), sc.ball[0], sc.ball[1], sc.ball[2])
-        if sc.occluder is not None:
-            ox0, oy0, ox1, oy1, oc = sc.occluder
-            cv2.rectangle(world, (ox0, oy0), (ox1, oy1), oc, -1, cv2.LINE_AA)
-            cv2.rectangle(world, (ox0, oy0), (ox1, oy0 + max(2, int(0.04 * h))), tuple(c * 0.7 for c in oc), -1)
-            if wmask is not None:
-                wmask[max(oy0, 0) : max(oy1 + 1, 0), max(ox0, 0) : max(ox1 + 1, 0)] = 0
+        world, wmask = _draw_world(clip, i, with_mask)
         frames[i] = pipe.finish(pipe.warp(world, i), i)
         if masks is not None:
             masks[i] = pipe.warp(wmask, i, cv2.INTER_NEAREST)
