@@ -126,27 +126,6 @@ def _lookup(lut: Mapping[str, int], name: str) -> int | None:
     return lut.get(name.lower())
 
 
-def _read_class_ind(path: Path) -> list[str]:
-    """classInd.txt: lines "<1-based index> <name>" -> names in index order."""
-    rows = []
-    for n, line in _read_lines(_require_file(path, "class index file")):
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
-            raise DatasetError(f"{path}:{n}: expected '<index> <class>', got {line!r}")
-        rows.append((int(parts[0]), parts[1]))
-    if not rows:
-        raise DatasetError(f"class index file is empty: {path}")
-    rows.sort()
-    idx = [r[0] for r in rows]
-    base = idx[0]
-    if base not in (0, 1) or idx != list(range(base, base + len(idx))):
-        raise DatasetError(f"{path}: class indices must be consecutive from 1, got {idx[:10]}...")
-    names = [r[1] for r in rows]
-    if len(set(names)) != len(names):
-        raise DatasetError(f"{path}: duplicate class names")
-    return names
-
-
 def _list_videos_in(folder: Path) -> list[Path]:
     vids = []
     for e in os.scandir(folder):
