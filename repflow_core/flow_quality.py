@@ -145,15 +145,14 @@ def train_uftsn_estimator(steps: int, seconds: float = 120.0, size: int = 64, ba
     ``seconds`` of wall clock, whichever ends first. Returns the estimator in eval mode."""
     import torch
 
-    from .motion_losses import MotionLossWeights
-    from .uftsn import FlowEstimator, pyramid_loss
+    from .uftsn import FlowEstimator, poster_weights, pyramid_loss
 
     if steps < 1 or seconds <= 0:
         raise ValueError(f"UF-TSN training needs steps >= 1 and seconds > 0, got {steps} and {seconds}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = FlowEstimator()
-    weights = MotionLossWeights(photometric=1.0, census=1.0, smoothness=0.5, edge_aware=True, edge_weight=10.0)
+    weights = poster_weights()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     start, done, loss = time.perf_counter(), 0, float("nan")
     while done < steps and time.perf_counter() - start < seconds:

@@ -29,6 +29,11 @@ from .backbones import build_backbone
 
 STAGES = ("flow", "classifier", "end_to_end")
 
+
+def poster_weights() -> ml.MotionLossWeights:
+    """The unsupervised terms UF-TSN's estimator trains with by default: L1 + census + edge-aware smoothness."""
+    return ml.MotionLossWeights(photometric=1.0, census=1.0, smoothness=0.5, edge_aware=True, edge_weight=10.0)
+
 # Normalised frames are in units of the dataset std (about 0.23 of the [0, 1] range): this brings their
 # differences to the 0-255 units the census transform's 0.81 constant expects.
 _CENSUS_SCALE = 255.0 * 0.23
@@ -162,8 +167,7 @@ class UFTSN(nn.Module):
         old = self.temporal.conv1
         self.temporal.conv1 = nn.Conv2d(2, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.flow_weights = flow_weights or ml.MotionLossWeights(photometric=1.0, census=1.0, smoothness=0.5,
-                                                                 edge_aware=True, edge_weight=10.0)
+        self.flow_weights = flow_weights or poster_weights()
         self.extra_losses: dict[str, torch.Tensor] = {}
         self.stage = "end_to_end"
         self.set_stage(stage)
