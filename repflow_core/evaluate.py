@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from . import bag_replay, robustness
+from .atomic_io import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, add_override_arguments, collect_overrides, load_train_config
 from .data.dataset import INVALID_LABEL, MultiViewDataset, make_loader
@@ -185,14 +187,17 @@ def _write_reports(out: Path, metrics: dict, conf: np.ndarray, labels: Sequence[
     viz.plot_confusion(conf, labels, out / "confusion.png",
                        title=f"{ckpt_path.name}, {cfg.test_clips}x{cfg.test_crops} views",
                        json_path=out / "confusion.json", run_name=ckpt_path.resolve().parent.name)
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "predicted", "score", "top5"])
-        for s, pr, tp in zip(samples, probs, top):
-            w.writerow([str(s.path), labels[s.label], labels[int(tp[0])], f"{pr[tp[0]]:.4f}",
-                        " ".join(f"{labels[int(c)]}:{pr[c]:.3f}" for c in tp)])
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["path", "label", "predicted", "score", "top5"])
+    for s, pr, tp in zip(samples, probs, top):
+        w.writerow([str(s.path), labels[s.label], labels[int(tp[0])], f"{pr[tp[0]]:.4f}",
+                    " ".join(f"{labels[int(c)]}:{pr[c]:.3f}" for c in tp)])
+    # Atomic like every other report: an evaluation killed mid-write (or a second one racing) never leaves a
+    # truncated metrics.json that a script comparing runs would read as a result.
+    atomic_write_text(out / "predictions.csv", rows.getvalue())
     metrics["out_dir"] = str(out)
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1), encoding="utf-8")
+    atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=1))
     say(f"wrote metrics.json, predictions.csv, confusion.png to {out}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -17,7 +18,42 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from .node_parameters import params_file_problem
 
-__all__ = ["wants_help", "autostart", "guarded_transition", "run_lifecycle_node", "exit_now"]
+__all__ = ["wants_help", "autostart", "guarded_transition", "run_lifecycle_node", "exit_now", "ShutdownWaker"]
+
+# How often the waker looks at the context: the longest a signal's shutdown can wait when rclpy's wake-up is lost.
+SHUTDOWN_POLL_S = 0.2
+
+
+class ShutdownWaker:
+    """Wakes an executor once its context has been shut down, so that ``executor.spin()`` always returns.
+
+    Why: rclpy's signal handling (a deferred thread, ``signal_handler.cpp``) first triggers the executors' signal guard
+    conditions and only then shuts the contexts down. When the spinning thread runs in between, it wakes, still finds
+    the context valid, finds nothing ready and waits again -- with no guard condition left to wake it, forever. Seen
+    as a node that ignores SIGTERM about once in ten starts under CPU load (CI of issue 11's signal test; reproduced
+    with gdb: main thread in ``rcl_wait``, rclpy's signal thread back in ``sem_wait``). The executor checks the
+    context after every wait, so one more wake-up after the shutdown is all it takes."""
+
+    def __init__(self, executor: Executor, context, poll_s: float = SHUTDOWN_POLL_S):
+        self._executor, self._context, self._poll_s = executor, context, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shutdown_waker", daemon=True)
+
+    def __enter__(self) -> ShutdownWaker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                if not self._context.ok():
+                    self._executor.wake()
+                    return
+            except Exception:  # the executor or context already torn down: nothing left to wake
+                return
 
 
 def guarded_transition(node, what: str, func: Callable[[], TransitionCallbackReturn]) -> TransitionCallbackReturn:
@@ -87,7 +123,8 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
             # Inference has its own thread either way, and intake callbacks are bounded (frame limits).
             executor = executor_class()
             executor.add_node(node)
-            executor.spin()
+            with ShutdownWaker(executor, node.context):
+                executor.spin()
         else:
             status = started
     except (KeyboardInterrupt, ExternalShutdownException):

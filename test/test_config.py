@@ -20,6 +20,8 @@ def test_shipped_configs_load_with_the_papers_settings():
     assert (syn.model.backbone, syn.model.width, syn.model.flow) == ("resnet18", 0.25, "single")
     assert syn.data.layout == "splitlist" and syn.synthetic.generate and syn.data.clip_len == 16
     assert syn.optim.momentum == 0.9 and syn.optim.flow_lr_scale == 0.01
+    # The packaged model's recipe renders the packaged model's data, whatever the generator's default becomes.
+    assert syn.synthetic.generation == 1
 
     hmdb = load_train_config(CONFIG_DIR / "train_hmdb51.yaml")
     assert hmdb.model.dropout == 0.8 and hmdb.optim.lr == 0.005

@@ -196,6 +196,29 @@ def test_cli_writes_dataset_and_prints_summary(tmp_path):
     _check_dataset(out, per_class=4, frames=16, size=64)
 
 
+def test_cli_actions_chooses_the_classes_and_their_order(tmp_path):
+    out = tmp_path / "cli_actions"
+    result = subprocess.run(
+        [sys.executable, "-m", "repflow_core.data.synthetic", "--out", str(out), "--per-class", "2",
+         "--frames", "4", "--size", "48", "--no-progress", "--actions", "nod", "wave"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "wrote 4 videos" in result.stdout and "x 2 classes" in result.stdout
+    assert (out / "classInd.txt").read_text() == "1 nod\n2 wave\n"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["nod", "wave"]
+
+
+def test_cli_refuses_an_unknown_action_naming_the_choices(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "repflow_core.data.synthetic", "--out", str(tmp_path / "x"), "--per-class", "2",
+         "--actions", "wave", "juggle"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown action(s) juggle" in result.stderr and "point" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------------------------------- generation 2
 import hashlib  # noqa: E402
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..video_io import VideoReadError, VideoWriteError, read_video, write_video
 from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig
-from .render import ACTIONS, render_clip
+from .render import ACTIONS, ALL_ACTIONS, render_clip
 
 _EXTENSIONS: tuple[str, ...] = (".avi", ".mp4")  # MJPG, then mp4v (video_io picks the codec by suffix)
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -136,14 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.25, help="test share per class (default 0.25)")
     parser.add_argument("--generation", type=int, default=DEFAULT_GENERATION, choices=GENERATIONS,
                         help=f"renderer generation (default {DEFAULT_GENERATION}; 1 = the packaged model's data)")
+    parser.add_argument("--actions", nargs="+", default=list(ACTIONS), metavar="ACTION",
+                        help=f"classes to render, in class-index order (default: the ten of the packaged model; "
+                             f"any of {', '.join(ALL_ACTIONS)})")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     args = parser.parse_args(argv)
+    unknown = [a for a in args.actions if a not in ALL_ACTIONS]
+    if unknown:
+        parser.error(f"--actions: unknown action(s) {', '.join(unknown)}; choose from {', '.join(ALL_ACTIONS)}")
+    if len(set(args.actions)) != len(args.actions):
+        parser.error(f"--actions: each action once, got {' '.join(args.actions)}")
     size = (args.size, args.width) if args.width else args.size
     info = write_dataset(args.out, args.per_class, num_frames=args.frames, size=size, fps=args.fps, seed=args.seed,
-                         test_fraction=args.test_fraction, progress=not args.no_progress, generation=args.generation)
+                         test_fraction=args.test_fraction, progress=not args.no_progress, generation=args.generation,
+                         actions=tuple(args.actions))
     print(
         f"wrote {info['num_videos']} videos ({info['num_train']} train / {info['num_test']} test; "
-        f"{info['per_class']} per class x {len(ACTIONS)} classes; {info['num_frames']} frames "
+        f"{info['per_class']} per class x {len(args.actions)} classes; {info['num_frames']} frames "
         f"{info['size'][1]}x{info['size'][0]} @ {info['fps']:g} fps; {info['codec']} {info['extension']}; "
         f"generation {info['generation']}) to {info['out_dir']} in {info['seconds']:.1f} s"
     )
