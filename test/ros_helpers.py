@@ -260,6 +260,69 @@ class RosHarness:
         self._thread.join(timeout=5.0)
 
 
+class LifecycleClient:
+    """Persistent clients of one lifecycle node's ``change_state`` / ``get_state``, safe against a lost reply.
+
+    With Fast DDS the first reply to a brand-new client can be lost (see :meth:`RosHarness.call`); on a loaded
+    machine discovery is slower and the window wider (seen: a configure that happened, its reply never came). A
+    transition is not idempotent, so instead of blindly resending, a request without an answer after a few seconds
+    is followed by ``get_state``: already in the transition's goal state means done (the node's single executor
+    thread answers ``get_state`` only after a transition in progress has finished); still elsewhere means the
+    request is sent again. A late duplicate that the node refuses still counts as done when the goal was reached."""
+
+    GOAL_STATE = {1: "inactive", 2: "unconfigured", 3: "active", 4: "inactive", 5: "finalized", 6: "finalized",
+                  7: "finalized"}  # lifecycle_msgs/Transition ids -> the primary state they lead to
+
+    def __init__(self, h: RosHarness, node: str, reply_wait: float = 3.0):
+        from lifecycle_msgs.srv import ChangeState, GetState
+
+        self.node, self.reply_wait = node, reply_wait
+        self.change = h.node.create_client(ChangeState, f"{node}/change_state")
+        self.get = h.node.create_client(GetState, f"{node}/get_state")
+
+    def _send(self, client, request, wait: float):
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _f: done.set())
+        if done.wait(max(0.0, wait)):
+            return future.result()
+        client.remove_pending_request(future)
+        return None
+
+    def state(self, timeout: float = 30.0) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        deadline = time.monotonic() + timeout
+        assert self.get.wait_for_service(timeout_sec=timeout), f"{self.get.srv_name} did not appear"
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._send(self.get, GetState.Request(), min(self.reply_wait, left))
+            if reply is not None:
+                return reply.current_state.label
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.get.srv_name} did not answer within {timeout} s")
+
+    def transition(self, tid: int, timeout: float = 30.0) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        goal = self.GOAL_STATE[tid]
+        deadline = time.monotonic() + timeout
+        assert self.change.wait_for_service(timeout_sec=timeout), f"{self.change.srv_name} did not appear"
+        resent = False
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._send(self.change, ChangeState.Request(transition=Transition(id=tid)),
+                               min(self.reply_wait, left))
+            if reply is not None:
+                return bool(reply.success) or (resent and self.state(max(1.0, left)) == goal)
+            if self.state(max(1.0, deadline - time.monotonic())) == goal:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            resent = True
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # messages
 

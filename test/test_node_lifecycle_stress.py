@@ -23,7 +23,15 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import NodeProcess, RosHarness, image_msg, make_tiny_checkpoint, predictions, wait_until  # noqa: E402
+from ros_helpers import (  # noqa: E402
+    LifecycleClient,
+    NodeProcess,
+    RosHarness,
+    image_msg,
+    make_tiny_checkpoint,
+    predictions,
+    wait_until,
+)
 
 CYCLES = int(os.environ.get("REPFLOW_LIFECYCLE_CYCLES", "300"))
 WAIT = 30.0
@@ -46,36 +54,6 @@ def harness():
     h = RosHarness("lifecycle_test_driver")
     yield h
     h.close()
-
-
-class Lifecycle:
-    """Persistent clients of one node's lifecycle services (no per-call discovery)."""
-
-    def __init__(self, h: RosHarness, node: str):
-        from lifecycle_msgs.srv import ChangeState, GetState
-
-        self.h, self.node = h, node
-        self.change = h.node.create_client(ChangeState, f"{node}/change_state")
-        self.get = h.node.create_client(GetState, f"{node}/get_state")
-
-    def _call(self, client, request, timeout: float = WAIT):
-        assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} did not appear"
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        assert done.wait(timeout), f"{client.srv_name} did not answer within {timeout} s"
-        return future.result()
-
-    def transition(self, tid: int) -> bool:
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        return bool(self._call(self.change, ChangeState.Request(transition=Transition(id=tid))).success)
-
-    def state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-
-        return self._call(self.get, GetState.Request()).current_state.label
 
 
 class Camera(threading.Thread):
@@ -141,7 +119,7 @@ def test_lifecycle_cycles_with_frames_and_enable(workdir, tiny_ckpt, harness):
     camera = Camera(harness, topic)
     toggler = EnableToggler(harness, f"{node}/enable")
     try:
-        life = Lifecycle(harness, node)
+        life = LifecycleClient(harness, node)
         assert wait_until(lambda: proc.alive() and life.get.service_is_ready() and life.state() == "active", 120.0,
                           interval=0.2), proc.describe()
         camera.start()
@@ -190,7 +168,7 @@ def test_signal_in_every_state_exits_cleanly(workdir, tiny_ckpt, harness, sig):
     try:
         for state, steps in plan.items():
             proc = procs[state]
-            life = Lifecycle(harness, f"/sig_{sig.name.lower()}_{state}/repflow_recognizer")
+            life = LifecycleClient(harness, f"/sig_{sig.name.lower()}_{state}/repflow_recognizer")
             assert wait_until(lambda life=life: life.get.service_is_ready(), 120.0, interval=0.2), proc.describe()
             for tid in steps:
                 assert life.transition(tid), proc.describe()

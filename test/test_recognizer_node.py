@@ -25,6 +25,7 @@ pytest.importorskip("rclpy")
 
 from ros_helpers import (  # noqa: E402
     REPO_ROOT,
+    LifecycleClient,
     NodeProcess,
     RosHarness,
     diagnostic_values,
@@ -493,12 +494,11 @@ def test_nothing_is_published_while_inactive(drv, alive):
     """Lifecycle publishers: after deactivate (model released, image unsubscribed) neither predictions nor
     diagnostics come out; after activate both resume."""
     from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
 
-    def transition(tid):
-        return drv.h.call(ChangeState, f"{NODE}/change_state", ChangeState.Request(transition=Transition(id=tid)))
+    life = LifecycleClient(drv.h, NODE)
+    transition = life.transition
 
-    assert transition(Transition.TRANSITION_DEACTIVATE).success
+    assert transition(Transition.TRANSITION_DEACTIVATE)
     try:
         assert wait_until(lambda: drv.image_pub.get_subscription_count() == 0, WAIT), "still subscribed"
         # Messages published before the transition may still be in flight: observe from a moment later.
@@ -511,7 +511,7 @@ def test_nothing_is_published_while_inactive(drv, alive):
         assert drv.prediction.messages(since) == [], "predictions while inactive"
         assert drv.diag(since) is None, f"diagnostics while inactive: {drv.diag(since)}"
     finally:
-        assert transition(Transition.TRANSITION_ACTIVATE).success
+        assert transition(Transition.TRANSITION_ACTIVATE)
     assert drv.wait_diag(lambda v: v["state"] == "active", since=time.monotonic()) is not None
     assert wait_until(lambda: drv.image_pub.get_subscription_count() >= 1, WAIT)
     since = time.monotonic()
