@@ -296,6 +296,12 @@ class TrainConfig:
             resolve_frozen_stages(self.freeze, self.freeze_until, self.model.flow_after)  # names the bad stage
         if self.data.clip_len < self.model.frames_consumed + 1:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
+        if self.model.flow_global_motion != "none" and self.loss.active and self.model.motion == "flow":
+            # The joint loss scores each flow layer's flow by warping the next frame's features with it; after the
+            # global motion is subtracted that flow no longer explains a pan, so the loss would punish the right flow.
+            raise ValueError(f"model.flow_global_motion {self.model.flow_global_motion!r} cannot be combined with the "
+                             "joint loss (loss.photometric / census / smoothness > 0): the loss would see the flow "
+                             "with the camera motion removed; use one or the other")
         return self
 
     def check_stages(self) -> TrainConfig:

@@ -16,6 +16,12 @@ cannot share an environment with opencv-python; measure it from a separate venv:
 numpy and OpenCV unless a layer method is used, so ``python -m repflow_core.flow_quality --opencv-only`` runs
 there with ``PYTHONPATH`` set to the checkout).
 ``python -m repflow_core.bench --suite flow-quality`` runs :func:`main`.
+
+Times are medians over ``--repeats`` runs, the methods interleaved round robin on each pair, so a shared machine's
+load hits them alike; with TV-L1 present each row also gets its time over TV-L1's. To time TV-L1 and the layer in
+one process, run from the opencv-contrib venv with ``--torch-site <project venv's site-packages>`` (appended to
+``sys.path`` after cv2 is imported). ``--pyramid WARPS:SOLVE:INTERP ...`` picks the coarse-to-fine styles
+(``RepresentationFlow``'s ``pyramid_warps`` / ``pyramid_solve`` / ``pyramid_interp``) of multi-level variants.
 """
 
 from __future__ import annotations
@@ -109,13 +115,45 @@ def epe(flow: np.ndarray, truth: np.ndarray, border: int = BORDER) -> float:
 
 
 # --- methods: (img1, img2) float32 [0, 255] -> (2, H, W) flow ---------------------------------------------
-def layer_method(gradient: str, iterations: int, pyramid_levels: int = 1, impl: str = "auto") -> Callable:
+@dataclass(frozen=True)
+class PyramidStyle:
+    """How the layer's coarse-to-fine runs (``RepresentationFlow`` pyramid_warps / _solve / _interp).
+
+    The default is the layer's default (one warp per level, residual solves, bilinear warping)."""
+
+    warps: int = 1
+    solve: str = "residual"
+    interp: str = "bilinear"
+
+    @classmethod
+    def parse(cls, spec: str) -> PyramidStyle:
+        """``"WARPS:SOLVE:INTERP"``, e.g. ``"2:total:bicubic"`` (the CLI's ``--pyramid``)."""
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) < 1:
+            raise ValueError(f"pyramid style {spec!r}: expected WARPS:SOLVE:INTERP with WARPS >= 1, "
+                             "e.g. 1:residual:bilinear or 2:total:bicubic")
+        # the names are flow.PYRAMID_SOLVES / PYRAMID_INTERPS, spelled out so that --opencv-only needs no torch
+        if parts[1] not in ("residual", "total") or parts[2] not in ("bilinear", "bicubic"):
+            raise ValueError(f"pyramid style {spec!r}: SOLVE must be residual or total, INTERP bilinear or bicubic")
+        return cls(int(parts[0]), parts[1], parts[2])
+
+    def suffix(self) -> str:
+        """The method-name suffix; empty for the default, so older table rows keep their names."""
+        if self == PyramidStyle():
+            return ""
+        return f" x {self.warps} warps, {self.solve}, {self.interp}"
+
+
+def layer_method(gradient: str, iterations: int, pyramid_levels: int = 1, impl: str = "auto",
+                 pyramid: PyramidStyle | None = None) -> Callable:
     import torch
 
     from .flow import RepresentationFlow
 
+    style = pyramid or PyramidStyle()
     layer = RepresentationFlow(1, iterations=iterations, gradient=gradient, pyramid_levels=pyramid_levels,
-                               impl=impl).eval()
+                               impl=impl, pyramid_warps=style.warps, pyramid_solve=style.solve,
+                               pyramid_interp=style.interp).eval()
 
     def run(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.stack([img1, img2]))[None, None]
@@ -222,6 +260,7 @@ class Row:
     epe: float
     ms_per_pair: float
     mean_true_flow: float
+    time_vs_tvl1: float | None = None  # ms_per_pair / TV-L1's, timed interleaved in the same run (None: no TV-L1)
 
 
 def measure(name: str, method: Callable, size: int, motion: str, repeats: int = 3, seed: int = 0) -> Row:
@@ -238,35 +277,57 @@ def measure(name: str, method: Callable, size: int, motion: str, repeats: int = 
     return Row(name, size, motion, epe(flow, truth), ms, mean_flow)
 
 
-def layer_variants(gradients: list[str], iterations: list[int], levels: list[int]) -> dict[str, Callable]:
+def layer_variants(gradients: list[str], iterations: list[int], levels: list[int],
+                   pyramids: list[PyramidStyle] | None = None) -> dict[str, Callable]:
     variants = {}
     for gradient in gradients:
         for lv in levels:
-            for it in iterations:
-                suffix = f", {lv} levels" if lv > 1 else ""
-                variants[f"layer {gradient}, {it} it.{suffix}"] = layer_method(gradient, it, lv)
+            for style in (pyramids or [PyramidStyle()]) if lv > 1 else [PyramidStyle()]:
+                for it in iterations:
+                    suffix = f", {lv} levels{style.suffix()}" if lv > 1 else ""
+                    variants[f"layer {gradient}, {it} it.{suffix}"] = layer_method(gradient, it, lv, pyramid=style)
     return variants
+
+
+def measure_interleaved(methods: dict[str, Callable], size: int, motion: str, repeats: int = 3,
+                        seed: int = 0) -> list[Row]:
+    """:func:`measure` for several methods on one pair, their timed runs interleaved (round robin), so that
+    a shared, noisy machine slows them alike; with OpenCV TV-L1 among them each row gets its time ratio."""
+    img1, img2, truth = known_motion_pair(motion, size, seed)
+    flows = {name: method(img1, img2) for name, method in methods.items()}  # warm-up and the measured result
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            start = time.perf_counter()
+            method(img1, img2)
+            times[name].append(time.perf_counter() - start)
+    mean_flow = float(np.sqrt((truth[:, BORDER:-BORDER, BORDER:-BORDER] ** 2).sum(0)).mean())
+    ms = {name: 1000 * float(np.median(t)) if t else float("nan") for name, t in times.items()}
+    tvl1 = ms.get("OpenCV TV-L1")
+    return [Row(name, size, motion, epe(flows[name], truth), ms[name], mean_flow,
+                ms[name] / tvl1 if tvl1 else None) for name in methods]
 
 
 def run_suite(sizes: list[int], motions: list[str], gradients: list[str], iterations: list[int],
               levels: list[int], repeats: int = 3, log: Callable[[str], None] = print,
-              extra: dict[str, Callable] | None = None) -> list[Row]:
-    """Every method on every (size, motion) pair; ``extra``: more methods by name (e.g. the UF-TSN entry)."""
+              extra: dict[str, Callable] | None = None, pyramids: list[PyramidStyle] | None = None) -> list[Row]:
+    """Every method on every (size, motion) pair, timed interleaved; ``extra``: more methods by name (e.g. the
+    UF-TSN entry); ``pyramids``: the coarse-to-fine styles of the layer variants with more than one level."""
     methods: dict[str, Callable] = {"OpenCV Farneback": farneback, "OpenCV DIS (medium)": dis_medium}
     tvl1 = tvl1_method()
     if tvl1 is not None:
         methods["OpenCV TV-L1"] = tvl1
     else:
         log("OpenCV TV-L1: cv2.optflow missing (opencv-contrib not installed here): not measured")
-    methods.update(layer_variants(gradients, iterations, levels))
+    methods.update(layer_variants(gradients, iterations, levels, pyramids))
     methods.update(extra or {})
     rows = []
     for size in sizes:
         for motion in motions:
-            for name, method in methods.items():
-                row = measure(name, method, size, motion, repeats)
+            for row in measure_interleaved(methods, size, motion, repeats):
                 rows.append(row)
-                log(f"{size:4d} {motion:12s} {name:36s} EPE {row.epe:7.3f} px  {row.ms_per_pair:8.2f} ms")
+                ratio = f"  {row.time_vs_tvl1:6.3f} x TV-L1" if row.time_vs_tvl1 is not None else ""
+                log(f"{size:4d} {motion:12s} {row.method:36s} EPE {row.epe:7.4f} px  {row.ms_per_pair:8.2f} ms{ratio}")
     return rows
 
 
@@ -277,9 +338,12 @@ def markdown_table(rows: list[Row], motion: str = "mixed") -> str:
         sel = [r for r in rows if r.size == size and r.motion == motion]
         if not sel:
             continue
-        out.append(f"| {size}x{size}, {motion} (mean true flow {sel[0].mean_true_flow:.1f} px) | EPE (px) | ms/pair |")
-        out.append("|---|---:|---:|")
-        out += [f"| {r.method} | {r.epe:.3f} | {r.ms_per_pair:.1f} |" for r in sel]
+        ratio = any(r.time_vs_tvl1 is not None for r in sel)
+        head = f"| {size}x{size}, {motion} (mean true flow {sel[0].mean_true_flow:.1f} px) | EPE (px) | ms/pair |"
+        out.append(head + (" time / TV-L1 |" if ratio else ""))
+        out.append("|---|---:|---:|" + ("---:|" if ratio else ""))
+        out += [f"| {r.method} | {r.epe:.3f} | {r.ms_per_pair:.1f} |"
+                + (f" {r.time_vs_tvl1:.3f} |" if ratio else "") for r in sel]
         out.append("")
     return "\n".join(out)
 
@@ -314,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradients", nargs="+", default=["sobel", "central", "sobel_fd"])
     parser.add_argument("--iterations", type=int, nargs="+", default=[1, 10, 20, 50])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--pyramid", nargs="+", default=["1:residual:bilinear"],
+                        help="coarse-to-fine styles WARPS:SOLVE:INTERP of the multi-level variants, e.g. "
+                             "1:residual:bilinear (the layer's default) 2:total:bicubic (TV-L1-like)")
+    parser.add_argument("--torch-site", default=None,
+                        help="a site-packages folder appended to sys.path after OpenCV is imported: lets a venv "
+                             "with opencv-contrib (TV-L1) run the layer too, so both are timed in one process")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--uftsn-steps", type=int, default=2000,
                         help="unsupervised training steps of the UF-TSN estimator entry (0 = leave it out)")
@@ -325,6 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench_results/flow_quality.json")
     parser.add_argument("--picture", default=None, help="also write a flow picture (PNG) of the mixed pair")
     args = parser.parse_args(argv)
+    try:
+        pyramids = [PyramidStyle.parse(spec) for spec in args.pyramid]
+    except ValueError as err:
+        parser.error(str(err))
+    if args.torch_site:
+        import sys
+
+        if not Path(args.torch_site).is_dir():
+            parser.error(f"--torch-site {args.torch_site!r} is not a folder")
+        sys.path.append(args.torch_site)  # appended: this environment's cv2 (contrib) stays the one imported
     if args.quick:
         args.sizes, args.motions, args.iterations, args.repeats = [112], ["mixed"], [10], 1
         args.uftsn_seconds = min(args.uftsn_seconds, 20.0)
@@ -337,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         estimator = train_uftsn_estimator(args.uftsn_steps, args.uftsn_seconds)
         extra["UF-TSN estimator (unsupervised)"] = uftsn_method(estimator)
     rows = run_suite(args.sizes, args.motions, args.gradients, args.iterations, args.levels, args.repeats,
-                     extra=extra)
+                     extra=extra, pyramids=pyramids)
     print(markdown_table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(out)
     if args.picture:
         pics = {"OpenCV DIS (medium)": dis_medium, "OpenCV Farneback": farneback}
-        pics.update(layer_variants(args.gradients, [max(args.iterations)], sorted(set(args.levels))))
+        pics.update(layer_variants(args.gradients, [max(args.iterations)], sorted(set(args.levels)), pyramids))
         pics.update(extra)
         print(flow_picture(args.sizes[0], "mixed", pics, args.picture))
     return 0

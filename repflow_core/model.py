@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, build_backbone
-from .flow import FlowBlock, FlowConvFlow
+from .flow import FlowBlock, FlowConvFlow, iter_flow_layers
 from .fusion import FUSIONS, MID_FUSIONS, InputFlow, InputFlowConvFlow, StreamFusion, late_fusion
 
 LEGACY_GRADIENT = "sobel"  # the gradient kind of model configs that do not name one
 FLOW_KINDS = ("none", "single", "fcf")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 LOCATIONS = ("input",) + STAGES  # where a flow layer or a fusion can sit: before the stem, or after a stage
+GLOBAL_MOTIONS = ("none", "median")  # flow_global_motion: what is removed from every flow layer's output
+MAX_PYRAMID_WARPS = 16  # each warp is a full Algorithm 1 solve per level; a checkpoint cannot ask for more
 
 
 @dataclass
@@ -51,6 +53,12 @@ class ModelConfig:
     # lack this field: see from_dict) or "central" (TVNet).
     gradient: str = "sobel_fd"
     pyramid_levels: int = 1  # flow layer coarse to fine with warping (1 = Algorithm 1 at one scale)
+    # with pyramid_levels > 1 (RepresentationFlow's docstring): linearisations per level, what each solve estimates
+    # (residual increment | total flow, TV-L1 style) and the warp's interpolation. Older checkpoints: 1 / residual /
+    # bilinear, the behaviour before these fields. TV-L1-like accuracy: 2 / total / bicubic (BENCHMARKS.md).
+    pyramid_warps: int = 1
+    pyramid_solve: str = "residual"
+    pyramid_interp: str = "bilinear"
     learn_params: bool = True  # theta, lambda, tau (Table 2)
     learn_divergence: bool = True
     learn_gradient: bool = False
@@ -61,6 +69,10 @@ class ModelConfig:
     # flow: this ActionNet; uftsn: repflow_core.uftsn.UFTSN (backbone, width, dropout, num_classes used; the flow
     # and fusion fields ignored). Built by repflow_core.uftsn.build_any_model. Older checkpoints: "flow".
     motion: str = "flow"
+    # none | median: subtract each flow channel's spatial median (per frame pair) from every representation-flow
+    # layer's output, a global camera motion compensation (issue 9; see subtract_global_motion). Older
+    # checkpoints: "none", so they predict exactly as before.
+    flow_global_motion: str = "none"
 
     def validate(self) -> ModelConfig:
         if self.backbone not in BACKBONES:
@@ -77,12 +89,27 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.iterations < 1 or self.flow_channels < 1:
             raise ValueError("iterations and flow_channels must be >= 1")
+        self._validate_pyramid()
         if self.input_flow_channels < 0:
             raise ValueError(f"input_flow_channels must be >= 0 (0 = no reduction), got {self.input_flow_channels}")
         self._validate_fusion()
         if self.motion not in ("flow", "uftsn"):
             raise ValueError(f"unknown motion {self.motion!r}; choose 'flow' (representation flow) or 'uftsn'")
+        if self.flow_global_motion not in GLOBAL_MOTIONS:
+            raise ValueError(f"unknown flow_global_motion {self.flow_global_motion!r}; choose one of {GLOBAL_MOTIONS}")
+        if self.flow_global_motion != "none" and (self.flow == "none" or self.motion != "flow"):
+            raise ValueError(f"flow_global_motion {self.flow_global_motion!r} acts on representation-flow layers, "
+                             f"but this model has none (flow {self.flow!r}, motion {self.motion!r})")
         return self
+
+    def _validate_pyramid(self) -> None:
+        if self.pyramid_levels < 1 or not 1 <= self.pyramid_warps <= MAX_PYRAMID_WARPS:
+            raise ValueError(f"pyramid_levels must be >= 1 and pyramid_warps in 1..{MAX_PYRAMID_WARPS}, got "
+                             f"{self.pyramid_levels} and {self.pyramid_warps}")
+        if self.pyramid_solve not in ("residual", "total"):
+            raise ValueError(f"unknown pyramid_solve {self.pyramid_solve!r}; choose 'residual' or 'total'")
+        if self.pyramid_interp not in ("bilinear", "bicubic"):
+            raise ValueError(f"unknown pyramid_interp {self.pyramid_interp!r}; choose 'bilinear' or 'bicubic'")
 
     def _validate_fusion(self) -> None:
         if self.fusion not in FUSIONS:
@@ -121,6 +148,32 @@ class ModelConfig:
         return {"none": 0, "single": 1, "fcf": 2}[self.flow]
 
 
+def subtract_global_motion(flow: torch.Tensor) -> torch.Tensor:
+    """Flow (B, 2C, T', H, W) minus each channel's spatial median, per frame pair: camera motion compensation.
+
+    Why: a camera pan (a robot turning its head or driving) adds about the same displacement to every pixel of a
+    frame pair, so it moves the whole flow field of every channel (u_x, u_y of Eqs. 2-10) by a constant that
+    says nothing about the person's action. The median over H x W is that constant as long as the person (and
+    whatever else moves on its own) covers under half of the frame: unlike the mean, it ignores the person's
+    own motion entirely then, so a still camera leaves the person's flow unchanged (its median is ~0). A
+    constant flow c added to every pixel is removed exactly: median(u + c) = median(u) + c.
+
+    The median is written as the ((N-1)//2 + 1)-th smallest value from ``topk`` (torch.median's value, the
+    lower median for even N, and its gradient reaches the same element): ONNX has no Median and the TorchScript
+    exporter cannot export aten::median or aten::kthvalue, but topk exports as TopK.
+    """
+    flat = flow.flatten(3)
+    k = (flat.shape[-1] - 1) // 2 + 1
+    median = flat.topk(k, dim=-1, largest=False, sorted=True).values[..., -1:]
+    return (flat - median).view_as(flow)
+
+
+def _global_motion_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on a RepresentationFlow layer: its output with the global motion removed. A module-level
+    function (not a closure), so a model deep-copied (EMA) or pickled keeps a working hook."""
+    return subtract_global_motion(output)
+
+
 class ActionNet(nn.Module):
     """Backbone + flow block(s) after a named stage (or on the input) + per-frame classifier averaged over time.
 
@@ -146,11 +199,19 @@ class ActionNet(nn.Module):
             if point != "input":
                 self.rgb_backbone = self._truncated_backbone(config, point)
         self.dropout = nn.Dropout(config.dropout)
+        if config.flow_global_motion == "median":
+            # A forward hook on every flow layer (FcF: both), so the layer itself, its fused native / Triton
+            # kernels and the state_dict keys stay exactly as without the option; the subtraction runs right
+            # after the layer, before the block's projection (the rest of the network). Hooks added later (the
+            # joint loss's) see the flow after the subtraction.
+            for layer in iter_flow_layers(self):
+                layer.register_forward_hook(_global_motion_hook)
 
     def _build_flow(self, config: ModelConfig) -> nn.Module | None:
         kwargs = dict(iterations=config.iterations, gradient=config.gradient, learn_params=config.learn_params,
                       learn_divergence=config.learn_divergence, learn_gradient=config.learn_gradient,
-                      pyramid_levels=config.pyramid_levels)
+                      pyramid_levels=config.pyramid_levels, pyramid_warps=config.pyramid_warps,
+                      pyramid_solve=config.pyramid_solve, pyramid_interp=config.pyramid_interp)
         if config.flow == "none":
             return None
         if config.flow_after == "input":
