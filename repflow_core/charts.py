@@ -271,7 +271,8 @@ def grouped_bars_figure(categories: Sequence[str], series: Mapping[str, Sequence
     for name, values in series.items():
         if len(values) != k:
             raise ValueError(f"series {name!r} has {len(values)} values for {k} categories")
-    fig = _figure(width or int(np.clip(200 + 70 * k * max(1, len(names)) / 2, 700, 2400)), height)
+    width_px = width or int(np.clip(200 + 70 * k * max(1, len(names)) / 2, 700, 2400))
+    fig = _figure(width_px, height)
     ax = fig.subplots()
     group = 0.8 / max(1, len(names))
     x = np.arange(k, dtype=np.float64)
@@ -287,7 +288,11 @@ def grouped_bars_figure(categories: Sequence[str], series: Mapping[str, Sequence
     ax.grid(True, axis="y", color="0.9")
     ax.set_axisbelow(True)
     if names:
-        fig.legend(loc="outside lower center", ncols=min(len(names), 4), frameon=False)
+        # As many columns as fit the figure's width (about 7 px per character of the longest name, plus the
+        # marker), so long names wrap onto more rows instead of running off the sides.
+        column_px = 7 * max(len(str(n)) for n in names) + 40
+        fig.legend(loc="outside lower center", ncols=max(1, min(len(names), 4, width_px // column_px)),
+                   frameon=False)
     fig.suptitle(_title(run_name, title, what))
     return fig
 
