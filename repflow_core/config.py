@@ -129,6 +129,10 @@ class SyntheticConfig:
     ``val_clips`` / ``test_clips`` seeds disjoint from training's; each item's frame geometry drawn from
     ``geometries`` ("WxH", as cameras name them) and rendered natively at ``render_scale`` of it;
     ``generator``: SynthConfig overrides ({"camera": {"motion": true}, ...}); ``generation``: 1 or 2.
+    ``clip_frames``: the length of one action's timeline in frames, as camera_sim's clip_frames (an action
+    moves as fast per frame as the node sees it); a window of ``data.clip_len`` frames every
+    ``data.frame_stride`` is taken from it (random offset for training, spread over the timeline for
+    evaluation), and only the window's frames are rendered.
     """
 
     generate: bool = False
@@ -145,6 +149,7 @@ class SyntheticConfig:
     val_clips: int = 200
     test_clips: int = 400
     generator: dict[str, Any] = field(default_factory=dict)
+    clip_frames: int = 40
 
     def validate(self) -> SyntheticConfig:
         if self.per_class < 2 or self.num_frames < 2 or self.size < 16:
@@ -157,6 +162,8 @@ class SyntheticConfig:
             raise ValueError(f"synthetic.render_scale must be in [0.1, 1], got {self.render_scale}")
         if self.train_clips < 1 or self.val_clips < 0 or self.test_clips < 0:
             raise ValueError("synthetic: train_clips must be >= 1, val_clips and test_clips >= 0")
+        if self.clip_frames < 1:
+            raise ValueError(f"synthetic.clip_frames must be >= 1, got {self.clip_frames}")
         from .data.synthetic_stream import parse_geometry  # validates each "WxH"
 
         if not self.geometries:
@@ -294,6 +301,10 @@ class TrainConfig:
             from .train_finetune import resolve_frozen_stages  # deferred: train_finetune imports the training loop
 
             resolve_frozen_stages(self.freeze, self.freeze_until, self.model.flow_after)  # names the bad stage
+        if self.data.layout == "synthetic_stream":
+            from .data.synthetic_stream import check_window  # names synthetic.clip_frames / data.clip_len
+
+            check_window(self.synthetic.clip_frames, self.data.clip_len, self.data.frame_stride)
         if self.data.clip_len < self.model.frames_consumed + 1:
             raise ValueError(f"data.clip_len {self.data.clip_len} is too short for flow {self.model.flow!r}")
         if self.model.flow_global_motion != "none" and self.loss.active and self.model.motion == "flow":

@@ -194,11 +194,15 @@ def trained_clip_frames(training: dict | None) -> int:
 
     render_clip fits a whole action into the clip, so this sets how fast actions move per frame. Written
     datasets render ``synthetic.num_frames``; the on-the-fly stream (``data.layout: synthetic_stream``, see
-    SyntheticStreamDataset.render) renders exactly one window, ``(clip_len - 1) * frame_stride + 1`` frames."""
+    SyntheticStreamDataset.render) takes windows of a ``synthetic.clip_frames``-long action timeline; stream
+    checkpoints from before that field rendered exactly one window, ``(clip_len - 1) * frame_stride + 1``."""
     try:
         cfg = training["config"]
         data = cfg.get("data") or {}
         if data.get("layout") == "synthetic_stream":
+            syn = cfg.get("synthetic") or {}
+            if "clip_frames" in syn:
+                return int(syn["clip_frames"])
             return (int(data["clip_len"]) - 1) * int(data.get("frame_stride", 1)) + 1
         return int(cfg["synthetic"]["num_frames"])
     except (KeyError, TypeError, ValueError, AttributeError):

@@ -139,7 +139,8 @@ def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[s
     cfg.validate()
     say(f"synthetic stream: {len(classes)} classes, {len(train_ds)} training clips per epoch (new seeds each "
         f"epoch), {len(val_ds) if val_ds else 0} validation / {len(test_ds) if test_ds else 0} test clips "
-        f"(fixed seeds); geometries {cfg.synthetic.geometries} at render scale {cfg.synthetic.render_scale}, "
+        f"(fixed seeds), each a {cfg.data.clip_len}-frame window of a {cfg.synthetic.clip_frames}-frame action "
+        f"timeline; geometries {cfg.synthetic.geometries} at render scale {cfg.synthetic.render_scale}, "
         f"crop {cfg.data.crop}; {train_ds.flip.describe(classes)}")
     if dinfo.enabled:
         from torch.utils.data.distributed import DistributedSampler
@@ -150,7 +151,7 @@ def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[s
         sampler = EpochShuffleSampler(len(train_ds), cfg.seed)
     train_loader, val_loader, test_loader = _loaders(cfg, dinfo, device, train_ds, sampler, val_ds, test_ds)
     syn = cfg.synthetic
-    tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:{','.join(syn.geometries)}"
+    tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:frames={syn.clip_frames}:{','.join(syn.geometries)}"
     return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
                    val_ds=val_ds, val_loader=val_loader, test_ds=test_ds, test_loader=test_loader,
                    fingerprints={"train": f"{tag}:train:{syn.train_clips}", "val": f"{tag}:val:{syn.val_clips}",

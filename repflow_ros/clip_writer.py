@@ -15,6 +15,10 @@ stale temporaries (:func:`remove_stale_temps`). The clip is renamed before its i
 names a clip that does not exist (a kill between the two leaves a clip without a row; the folders layout still reads
 it). The index is rewritten whole (temp + rename, :mod:`repflow_core.atomic_io`), never appended in place, so it is
 never half a row.
+
+:class:`WriterThread` is the recorder's encoding thread: the node's image callback only checks a frame and queues it
+(a bounded queue), the thread decodes and encodes it, so the executor that answers ``~/stop`` and runs the clip timeout
+is never busy encoding (and the recorder can spin one executor thread, see :mod:`repflow_ros.recorder_node`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import csv
 import io
 import os
 import shutil
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +43,7 @@ from repflow_core.data.rosbag import BagError, check_label
 
 __all__ = ["INDEX_NAME", "INDEX_COLUMNS", "TEMP_PREFIX", "TEMP_SUFFIX", "ClipWriter", "ClipResult", "ClipTooLarge",
            "LabelError", "check_clip_label", "append_index", "read_index", "dataset_bytes", "free_bytes",
-           "remove_stale_temps", "clip_stem"]
+           "remove_stale_temps", "clip_stem", "WriterThread"]
 
 INDEX_NAME = "index.csv"
 #: Columns of the index; ``path,label`` first, so the index is also a ``data.layout=csv`` list (relative paths).
@@ -245,3 +252,77 @@ def _seconds(stamp_ns: int) -> str:
     sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
     return f"{sec}.{nsec:09d}"
 
+
+class WriterThread:
+    """One thread running queued jobs in order: frames (bounded: :meth:`offer` refuses when full) and control jobs
+    (commit, discard: :meth:`put`, never refused, so a clip's end is never lost behind a full queue).
+
+    Why one thread and FIFO order: a clip's frames, then its commit, reach its :class:`ClipWriter` in arrival order
+    from one thread, so the writer needs no lock of its own. ``on_error(exc)`` is told of a job that raised (the
+    thread carries on with the next job). :meth:`stop` runs what is already queued, then ends; it waits at most
+    ``timeout`` s for that (the thread is a daemon: a stuck encoder never blocks a process exit)."""
+
+    def __init__(self, name: str, max_frames: int, max_bytes: int, on_error: Callable[[BaseException], None]):
+        if max_frames < 1 or max_bytes < 1:
+            raise ValueError(f"queue bounds must be >= 1, got max_frames={max_frames}, max_bytes={max_bytes}")
+        self.max_frames, self.max_bytes, self._on_error = int(max_frames), int(max_bytes), on_error
+        self._jobs: deque = deque()  # (job, frame bytes or None for a control job)
+        self._frames = self._bytes = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_frames(self) -> int:
+        return self._frames
+
+    def offer(self, job: Callable[[], None], nbytes: int) -> bool:
+        """Queue a frame job of ``nbytes``; False (nothing queued) when the queue holds ``max_frames`` frames or the
+        frame would take it past ``max_bytes`` (a frame is always accepted into an empty queue), or when stopping."""
+        with self._cond:
+            if self._stopping or self._frames >= self.max_frames or \
+                    (self._frames and self._bytes + nbytes > self.max_bytes):
+                return False
+            self._jobs.append((job, int(nbytes)))
+            self._frames += 1
+            self._bytes += int(nbytes)
+            self._cond.notify()
+            return True
+
+    def put(self, job: Callable[[], None]) -> bool:
+        """Queue a control job after everything queued so far; False when the thread is stopping."""
+        with self._cond:
+            if self._stopping:
+                return False
+            self._jobs.append((job, None))
+            self._cond.notify()
+            return True
+
+    def stop(self, timeout: float) -> bool:
+        """Finish what is queued, then end; True when the thread ended within ``timeout`` s."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                job, nbytes = self._jobs.popleft()
+                if nbytes is not None:
+                    self._frames -= 1
+                    self._bytes -= nbytes
+            try:
+                job()
+            except Exception as exc:  # one bad job must not end the thread: the next clip still records
+                try:
+                    self._on_error(exc)
+                except Exception:
+                    pass

@@ -28,6 +28,19 @@ stock types that ``ros2 service call`` / ``ros2 param set`` / ``ros2 topic pub``
 
 Images: ``image`` (sensor_msgs/Image) or ``image/compressed`` with ``image_transport:=compressed``, decoded by the same
 :class:`~repflow_ros.image_decoding.ImageDecoder` (size guards) as the recognizer; bad frames are dropped and counted.
+
+Threads: one executor thread, plus a clip-writer thread (:class:`~repflow_ros.clip_writer.WriterThread`) while
+active. The executor runs every ROS callback *and* the lifecycle transitions, so a cleanup or deactivate never destroys
+a subscription, service, timer or publisher while the executor is building its wait set or answering a request on
+another thread (with a MultiThreadedExecutor that raised ``InvalidHandle: cannot use Destroyable because destruction
+was requested`` and killed ``spin()``: issue 11; ``test/test_recorder_lifecycle_stress.py``). The expensive part --
+decoding a frame and encoding it into the clip -- runs on the writer thread, so ``~/stop`` and the clip timeout stay
+prompt: the image callback only reads the stamp and queues the message (bounded: :data:`QUEUE_FRAMES` frames,
+:data:`QUEUE_BYTES` bytes; a frame that does not fit is dropped and counted as ``queue_full``). A clip's frames, its
+commit and its discard reach its writer in order from that one thread. ``~/stop`` waits (at most :data:`STOP_WAIT_S`)
+for the frames already queued to be written; deactivate, cleanup and exit discard a clip at once (its queued frames
+are skipped) and stop the thread with a short bounded wait. Files stay atomic (temp + rename), so a recorder killed at
+any moment still leaves no half clip.
 """
 
 from __future__ import annotations
@@ -42,19 +55,25 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from .clip_writer import ClipWriter, LabelError, append_index, dataset_bytes, free_bytes, remove_stale_temps
+from .clip_writer import (
+    ClipWriter,
+    LabelError,
+    WriterThread,
+    dataset_bytes,
+    free_bytes,
+    remove_stale_temps,
+)
 from .frame_window import BadStamp, stamp_to_ns
-from .image_decoding import DECODE_ERROR_CAUSES, ImageDecodeError, ImageDecoder
+from .image_decoding import DECODE_ERROR_CAUSES, ImageDecoder
 from .node_diagnostics import diagnostic_array
 from .node_qos import RELIABLE, latched, subscribe_images
 from .node_runner import exit_now, guarded_transition, run_lifecycle_node
+from .recorder_clips import ABORT_WAIT_S, ClipEnding, RecordingClip
 from .recorder_params import (
     NODE_NAME,
     RECORDER_PARAMETERS,
@@ -66,23 +85,17 @@ from .recorder_params import (
 
 __all__ = ["NODE_NAME", "DROP_CAUSES", "RecorderNode", "main", "run"]
 
-#: Why a frame is not recorded: decode causes, then stamp and size problems.
-DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "stamp_backwards", "size_change", "other")
+#: Why a frame is not recorded: decode causes, then stamp and size problems, then a writer that fell behind.
+DROP_CAUSES = tuple(DECODE_ERROR_CAUSES) + ("bad_stamp", "stamp_backwards", "size_change", "queue_full", "other")
 FRAME_TIMEOUT_S = 2.0  #: a clip whose camera goes quiet this long is written with the frames it has
-_FREE_CHECK_EVERY = 15  #: frames between free-space checks while recording (statvfs is cheap, not free)
+QUEUE_FRAMES = 30  #: frames waiting for the writer thread: about 1 s of a 30 fps camera
+QUEUE_BYTES = 256 * 1024 * 1024  #: and their bytes: a few 4K frames (a frame into an empty queue always fits)
+STOP_WAIT_S = 10.0  #: longest ~/stop waits for the queued frames and the commit before answering "still writing"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 _EVENTS_QOS = latched(20)  #: ~/events: a caller that subscribes late still sees the recent outcomes
 
-class _Clip:
-    """The clip being recorded: its writer and when it must end."""
 
-    def __init__(self, writer: ClipWriter, seconds: float):
-        self.writer, self.seconds = writer, seconds
-        self.started_mono = self.last_frame_mono = time.monotonic()
-        self.deadline_ns: int | None = None  # first stamp + seconds, set by the first frame
-
-
-class RecorderNode(LifecycleNode):
+class RecorderNode(ClipEnding, LifecycleNode):
     """Camera images -> labelled clips; see the module docstring for the interface."""
 
     def __init__(self, **kwargs):
@@ -105,7 +118,7 @@ class RecorderNode(LifecycleNode):
         self._cfg: dict[str, Any] = {}
         self._root = Path()
         self._lock = threading.RLock()
-        self._clip: _Clip | None = None
+        self._clip: RecordingClip | None = None
         self._clip_number = 0
         self._dataset_bytes = 0
         self._stamps: deque = deque(maxlen=31)  # recent frame stamps: the camera's rate for the clip's fps
@@ -114,10 +127,9 @@ class RecorderNode(LifecycleNode):
         self._last_clip = ""
         self._image_topic = ""
         self._image_sub = None
+        self._writer: WriterThread | None = None  # the clip-writer thread, while active
         self._pubs: dict[str, Any] = {}
         self._interfaces: list[tuple[str, Any]] = []
-        self._intake_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
 
     def _reset_counts(self) -> None:
         self._counts = {"frames_in": 0, "frames_recorded": 0, "clips_written": 0, "clips_aborted": 0,
@@ -159,8 +171,9 @@ class RecorderNode(LifecycleNode):
         return guarded_transition(self, "configure", self._configure)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Subscribe to the camera; publishers enabled."""
+        """Start the clip-writer thread, subscribe to the camera; publishers enabled."""
         def activate():
+            self._writer = WriterThread("clip_writer", QUEUE_FRAMES, QUEUE_BYTES, self._writer_failed)
             self._subscribe()
             self.get_logger().info(f"active: listening on {self._image_topic}, clips into {self._root}")
             return SUCCESS
@@ -168,10 +181,11 @@ class RecorderNode(LifecycleNode):
         return super().on_activate(state) if result == SUCCESS else result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe; a clip being recorded is discarded (its temporary file removed)."""
-        self._abort_clip("the node was deactivated")
+        """Unsubscribe; a clip being recorded is discarded (its temporary file removed); the writer thread ends
+        (a clip already being committed is finished first, within a bounded wait)."""
+        self._abort_clip("the node was deactivated", wait=True)
         super().on_deactivate(state)
-        return guarded_transition(self, "deactivate", lambda: self._unsubscribe() or SUCCESS)
+        return guarded_transition(self, "deactivate", lambda: self._unsubscribe() or self._stop_writer() or SUCCESS)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         return guarded_transition(self, "cleanup", lambda: self._tidy() or SUCCESS)
@@ -205,14 +219,12 @@ class RecorderNode(LifecycleNode):
         pub = self.create_lifecycle_publisher
         self._pubs = {"events": pub(String, "~/events", _EVENTS_QOS),
                       "diagnostics": pub(DiagnosticArray, "/diagnostics", RELIABLE)}
-        group = self._service_group
         self._interfaces = [
-            ("service", self.create_service(Trigger, "~/start", self._on_start, callback_group=group)),
-            ("service", self.create_service(Trigger, "~/stop", self._on_stop, callback_group=group)),
-            ("subscription", self.create_subscription(String, "~/record", self._on_record_request, RELIABLE,
-                                                      callback_group=group)),
-            ("timer", self.create_timer(0.1, self._check_timeout, callback_group=group)),
-            ("timer", self.create_timer(1.0, self._publish_diagnostics, callback_group=group)),
+            ("service", self.create_service(Trigger, "~/start", self._on_start)),
+            ("service", self.create_service(Trigger, "~/stop", self._on_stop)),
+            ("subscription", self.create_subscription(String, "~/record", self._on_record_request, RELIABLE)),
+            ("timer", self.create_timer(0.1, self._check_timeout)),
+            ("timer", self.create_timer(1.0, self._publish_diagnostics)),
         ]
         log.info(f"configured: dataset {root} ({self._dataset_bytes} bytes), max_bytes {cfg['max_bytes'] or 'none'}, "
                  f"min_free_bytes {cfg['min_free_bytes']}")
@@ -221,38 +233,52 @@ class RecorderNode(LifecycleNode):
     def _subscribe(self) -> None:
         cfg = self._cfg
         self._image_topic, self._image_sub = subscribe_images(self, cfg["image_transport"], cfg["image_qos"],
-                                                              self._decoder, self._on_image, self._intake_group)
+                                                              self._decoder, self._on_image, None)
 
     def _unsubscribe(self) -> None:
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
 
+    def _stop_writer(self) -> None:
+        """End the writer thread after what is queued (a discarded clip's frames are skipped), waiting at most
+        ABORT_WAIT_S; a thread still busy then finishes alone (a daemon; it publishes nothing once inactive)."""
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.stop(ABORT_WAIT_S):
+            self.get_logger().warning(f"the clip writer did not finish within {ABORT_WAIT_S:g} s; leaving it to end")
+
     def _tidy(self) -> None:
-        self._abort_clip("the node is shutting down")
+        self._abort_clip("the node is shutting down", wait=True)
         self._unsubscribe()
+        self._stop_writer()
         for kind, handle in self._interfaces:
             {"service": self.destroy_service, "subscription": self.destroy_subscription,
              "timer": self.destroy_timer}[kind](handle)
         self._interfaces = []
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+        with self._lock:  # the writer thread publishes events under the lock: never into a destroyed publisher
+            pubs, self._pubs = self._pubs, {}
+            for pub in pubs.values():
+                self.destroy_lifecycle_publisher(pub)
         self._cfg = {}
 
     def close(self) -> None:
-        """Process exit: discard a clip in progress (its temporary file removed). Needs no context."""
+        """Process exit: discard a clip in progress (its temporary file removed), stop the writer thread with a
+        short bounded wait. Needs no context."""
         try:
-            self._abort_clip("the node is shutting down", publish=False)
+            self._abort_clip("the node is shutting down", publish=False, wait=True)
+            self._stop_writer()
         except Exception:
             pass
 
     # -- requests -----------------------------------------------------------------------------------------------------
 
     def _event(self, event: str, **fields) -> None:
-        pub = self._pubs.get("events")
-        if pub is not None and self.state_label == "active":
-            pub.publish(String(data=json.dumps({"event": event, **fields})))
+        """Publish on ~/events (from the executor or the writer thread: under the lock, which cleanup holds while it
+        destroys the publisher)."""
+        with self._lock:
+            pub = self._pubs.get("events")
+            if pub is not None and self.state_label == "active":
+                pub.publish(String(data=json.dumps({"event": event, **fields})))
 
     def start_clip(self, label: str, seconds: float) -> tuple[bool, str]:
         """Begin one clip (the checks of ``~/start``); returns (started, message)."""
@@ -272,7 +298,7 @@ class RecorderNode(LifecycleNode):
             except (LabelError, ValueError) as exc:
                 return False, str(exc)
             self._clip_number += 1
-            self._clip = _Clip(writer, float(seconds))
+            self._clip = RecordingClip(writer, float(seconds))
         message = f"recording clip {writer.number}: '{label}' for {seconds:g} s into {writer.folder}"
         self.get_logger().info(message)
         self._event("started", clip=writer.number, label=label, seconds=float(seconds))
@@ -286,17 +312,26 @@ class RecorderNode(LifecycleNode):
         return response
 
     def _on_stop(self, request, response):
+        """End the clip now: waits (at most STOP_WAIT_S) until its queued frames are written and it is committed."""
         with self._lock:
             clip = self._clip
-            if clip is None:
-                response.success, response.message = False, "not recording"
-            elif clip.writer.frames == 0:
+            if clip is not None and clip.queued == 0:
                 self._abort_clip("stopped before any frame arrived")
-                response.success, response.message = False, f"clip {clip.writer.number} stopped before any frame"
-            else:
-                result = self._commit_clip("stopped")
-                response.success = result is not None
-                response.message = f"wrote {result.path} ({result.frames} frames)" if result else "write failed"
+            elif clip is not None:
+                self._commit_clip("stopped")
+        if clip is None:
+            response.success, response.message = False, "not recording"
+        elif clip.queued == 0:
+            response.success, response.message = False, f"clip {clip.writer.number} stopped before any frame"
+        elif not clip.done.wait(STOP_WAIT_S):  # outside the lock: the writer thread takes it to finish the clip
+            response.success = True
+            response.message = (f"still writing clip {clip.writer.number} ({clip.queued - clip.processed} frames "
+                                "queued); its outcome follows on ~/events")
+        else:
+            result = clip.result
+            response.success = result is not None
+            response.message = f"wrote {result.path} ({result.frames} frames)" if result else \
+                f"write failed: {clip.error}"
         return response
 
     def _on_record_request(self, msg: String) -> None:
@@ -313,6 +348,8 @@ class RecorderNode(LifecycleNode):
 
     def _space_problem(self, clip_bytes: int) -> str | None:
         cfg = self._cfg
+        if not cfg:  # cleaned up meanwhile (a writer thread finishing alone): nothing to check against
+            return None
         if cfg["max_bytes"] and self._dataset_bytes + clip_bytes >= cfg["max_bytes"]:
             return (f"max_bytes reached: {self._root} holds {self._dataset_bytes + clip_bytes} bytes, limit "
                     f"{cfg['max_bytes']} (raise max_bytes or move clips away)")
@@ -338,44 +375,27 @@ class RecorderNode(LifecycleNode):
                                       "counted in /diagnostics")
 
     def _on_image(self, msg, decode) -> None:
+        """Executor thread: read the stamp and queue the frame for the clip being recorded (nothing else: decoding
+        and encoding are the writer thread's, so this never delays ~/stop or the timeout)."""
         if not self._cfg:
             return
-        self._counts["frames_in"] += 1
+        with self._lock:
+            self._counts["frames_in"] += 1
         try:
-            rgb = decode(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        except (ImageDecodeError, BadStamp) as exc:
+        except BadStamp as exc:
             return self._drop(exc.cause, str(exc))
-        except Exception as exc:
-            return self._drop("other", f"decoder error: {exc}")
         if stamp_ns == 0:
             stamp_ns = self.get_clock().now().nanoseconds  # a camera without stamps: the node's clock
         self._stamps.append(stamp_ns)
         with self._lock:
-            clip = self._clip
-            if clip is None:
+            clip, writer = self._clip, self._writer
+            if clip is None or writer is None:
                 return
-            writer = clip.writer
-            if clip.deadline_ns is None:
-                clip.deadline_ns = stamp_ns + int(round(clip.seconds * 1e9))
-            elif stamp_ns >= clip.deadline_ns:
-                self._commit_clip("complete")
-                return
-            elif stamp_ns < writer.last_stamp_ns:
-                return self._drop("stamp_backwards", f"stamp {stamp_ns} ns is before the clip's previous frame")
-            try:
-                writer.add(rgb, stamp_ns, msg.header.frame_id)
-            except ValueError as exc:
-                return self._drop("size_change", str(exc))
-            except OSError as exc:
-                self._abort_clip(str(exc))
-                return
+            if not writer.offer(lambda: self._write_frame(clip, msg, decode, stamp_ns), len(msg.data)):
+                return self._drop("queue_full", f"the clip writer is {writer.queued_frames} frames behind the camera")
+            clip.queued += 1
             clip.last_frame_mono = time.monotonic()
-            self._counts["frames_recorded"] += 1
-            check_free = writer.frames % _FREE_CHECK_EVERY == 0
-            problem = self._space_problem(writer.bytes_so_far()) if (check_free or self._cfg["max_bytes"]) else None
-            if problem:
-                self._abort_clip(problem)
 
     def _check_timeout(self) -> None:
         """A camera that stops mid-clip: write what was recorded; no frame at all: give up with the reason."""
@@ -384,46 +404,11 @@ class RecorderNode(LifecycleNode):
             if clip is None:
                 return
             now = time.monotonic()
-            if clip.writer.frames == 0 and now - clip.started_mono > FRAME_TIMEOUT_S + clip.seconds:
+            idle = clip.writer.frames == 0 and clip.processed == clip.queued  # nothing written, nothing pending
+            if idle and now - clip.started_mono > FRAME_TIMEOUT_S + clip.seconds:
                 self._abort_clip(f"no frames on {self._image_topic} within {FRAME_TIMEOUT_S + clip.seconds:g} s")
-            elif clip.writer.frames > 0 and now - clip.last_frame_mono > FRAME_TIMEOUT_S:
+            elif not idle and now - clip.last_frame_mono > FRAME_TIMEOUT_S:
                 self._commit_clip(f"camera silent for {FRAME_TIMEOUT_S:g} s")
-
-    def _commit_clip(self, why: str):
-        with self._lock:
-            clip, self._clip = self._clip, None
-            if clip is None:
-                return None
-            try:
-                limit = self._cfg["max_bytes"]
-                result = clip.writer.commit(max(limit - self._dataset_bytes, 0) if limit else None)
-                append_index(self._root, result.index_row(self._root))
-            except Exception as exc:
-                clip.writer.discard()
-                self._counts["clips_aborted"] += 1
-                self.get_logger().error(f"clip {clip.writer.number} could not be written: {exc}")
-                self._event("aborted", clip=clip.writer.number, label=clip.writer.label, reason=str(exc))
-                return None
-            self._dataset_bytes = dataset_bytes(self._root)
-            self._counts["clips_written"] += 1
-            self._last_clip = str(result.path)
-        self.get_logger().info(f"clip {clip.writer.number} ({why}): wrote {result.path}, {result.frames} frames "
-                               f"{result.width}x{result.height}")
-        self._event("written", clip=clip.writer.number, label=result.label, path=str(result.path),
-                    frames=result.frames, first_stamp_ns=result.first_stamp_ns,
-                    last_stamp_ns=result.last_stamp_ns, frame_id=result.frame_id, bytes=result.bytes, why=why)
-        return result
-
-    def _abort_clip(self, reason: str, publish: bool = True) -> None:
-        with self._lock:
-            clip, self._clip = self._clip, None
-            if clip is None:
-                return
-            clip.writer.discard()
-            self._counts["clips_aborted"] += 1
-        if publish:
-            self.get_logger().warning(f"clip {clip.writer.number} ('{clip.writer.label}') discarded: {reason}")
-            self._event("aborted", clip=clip.writer.number, label=clip.writer.label, reason=reason)
 
     # -- diagnostics --------------------------------------------------------------------------------------------------
 
@@ -432,12 +417,13 @@ class RecorderNode(LifecycleNode):
         if pub is None or not cfg or self.state_label != "active":
             return
         with self._lock:
-            clip, counts = self._clip, json.loads(json.dumps(self._counts))
+            clip, writer, counts = self._clip, self._writer, json.loads(json.dumps(self._counts))
         free = free_bytes(self._root)
         recording = f"clip {clip.writer.number} '{clip.writer.label}' ({clip.writer.frames} frames)" if clip else ""
         kv = {"state": "recording" if clip else "idle", "recording": recording,
               "clips_written": str(counts["clips_written"]), "clips_aborted": str(counts["clips_aborted"]),
-              "frames_in": str(counts["frames_in"]), "frames_recorded": str(counts["frames_recorded"])}
+              "frames_in": str(counts["frames_in"]), "frames_recorded": str(counts["frames_recorded"]),
+              "frames_queued": str(writer.queued_frames if writer is not None else 0)}
         kv.update({f"frames_dropped_{c}": str(n) for c, n in counts["dropped"].items()})
         fps = self._camera_fps()
         kv.update({"camera_fps": f"{fps:.2f}" if fps else "", "dataset_dir": str(self._root),
@@ -455,11 +441,11 @@ class RecorderNode(LifecycleNode):
 
 def run(args: list[str] | None = None) -> int:
     """The node's life: 0 after Ctrl-C / SIGTERM or ``--help``, 1 when autostart fails or a ``--params-file`` is
-    missing or unreadable, 2 on an unexpected error (see :func:`repflow_ros.node_runner.run_lifecycle_node`). Three
-    executor threads: intake (encoding frames into the clip) never delays ``~/stop`` or the clip timeout timer."""
+    missing or unreadable, 2 on an unexpected error (see :func:`repflow_ros.node_runner.run_lifecycle_node`). One
+    executor thread (the runner's default), so lifecycle transitions never race the wait set (issue 11); encoding
+    frames into the clip is the writer thread's (module docstring), so ``~/stop`` and the timeout stay prompt."""
     return run_lifecycle_node(RecorderNode, args, NODE_NAME,
-                              lambda: format_recorder_help("python -m repflow_ros.recorder_node"),
-                              executor_class=lambda: MultiThreadedExecutor(num_threads=3))
+                              lambda: format_recorder_help("python -m repflow_ros.recorder_node"))
 
 
 def main(args: list[str] | None = None) -> None:

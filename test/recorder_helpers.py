@@ -113,6 +113,10 @@ class RecorderClient:
                          "stop": harness.node.create_client(Trigger, f"{node}/stop"),
                          "set": harness.node.create_client(SetParameters, f"{node}/set_parameters")}
 
+    def client(self, which: str):
+        """The persistent rclpy client: ``start``, ``stop`` or ``set``."""
+        return self._clients[which]
+
     def _call(self, which: str, request, timeout: float):
         client = self._clients[which]
         assert client.wait_for_service(timeout_sec=timeout), f"{self.node_name} {which} did not appear"
@@ -151,3 +155,34 @@ class RecorderClient:
         reply = self._call("start", Trigger.Request(), timeout)
         assert reply is not None, f"{self.node_name}/start did not answer in {timeout} s"
         return reply
+
+
+def events_subscription(harness: RosHarness, node: str = "/repflow_recorder", depth: int = 50):
+    """A :class:`~ros_helpers.Recorder` of ``node``'s ``~/events`` (reliable, transient local: recent outcomes too)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from ros_helpers import Recorder
+    from std_msgs.msg import String
+
+    recorder = Recorder()
+    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=depth,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    recorder.subscription = harness.node.create_subscription(String, f"{node}/events", recorder, qos)
+    return recorder
+
+
+def trigger_until_answered(client, timeout: float = 30.0, reply_wait: float = 3.0):
+    """Call a std_srvs/Trigger ``client`` until a reply comes (a service recreated by configure can lose the first
+    reply to a client it has not matched yet); returns the reply. Only for calls whose repetition is harmless or
+    recognisable (a repeated ``~/start`` answers "already recording")."""
+    from std_srvs.srv import Trigger
+
+    deadline = time.monotonic() + timeout
+    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} did not appear"
+    while True:
+        done = threading.Event()
+        future = client.call_async(Trigger.Request())
+        future.add_done_callback(lambda _f, done=done: done.set())
+        if done.wait(max(0.0, min(reply_wait, deadline - time.monotonic()))):
+            return future.result()
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, f"{client.srv_name} did not answer within {timeout} s"

@@ -247,5 +247,8 @@ def test_clips_move_at_the_speed_the_checkpoint_was_trained_on():
     written = {"config": {"data": {"layout": "splitlist", "clip_len": 16}, "synthetic": {"num_frames": 40}}}
     stream = {"config": {"data": {"layout": "synthetic_stream", "clip_len": 16, "frame_stride": 2},
                          "synthetic": {"num_frames": 40}}}
-    assert trained_clip_frames(written) == 40 and trained_clip_frames(stream) == 31
+    assert trained_clip_frames(written) == 40 and trained_clip_frames(stream) == 31  # a stream before clip_frames
+    timeline = {"config": {"data": {"layout": "synthetic_stream", "clip_len": 16, "frame_stride": 1},
+                           "synthetic": {"num_frames": 40, "clip_frames": 48}}}
+    assert trained_clip_frames(timeline) == 48
     assert trained_clip_frames(None) == trained_clip_frames({}) == 40

@@ -98,3 +98,100 @@ def test_render_scale_keeps_the_look_of_the_full_size_clip():
     pa, pb, pc = (eval_clip(x, 112, 128, "full").float() for x in (a, b, c))
     assert (pa - pb).abs().mean() < 0.5 * (pa - pc).abs().mean()
     assert np.isfinite(float((pa - pb).abs().mean()))
+
+
+# -- the action timeline and its windows (issue 9: actions at the speed the node sees them) --------------------
+
+
+def test_an_item_is_a_window_of_the_full_clip_timeline():
+    """The window's frames are byte-identical to those frames of the synthetic.clip_frames clip (camera motion
+    on), for training and evaluation items, with a frame stride too."""
+    from repflow_core.data.synthetic import render_clip
+
+    cfg = _cfg(frame_stride=2)
+    cfg.synthetic.clip_frames = 24
+    cfg.synthetic.generator = {"camera": {"motion": True, "motion_prob": 1.0}}
+    _, train, val, _ = stream_datasets(cfg)
+    for ds, index in ((train, 0), (train, 5), (val, 3), (val, 8)):
+        seed, label, size, frames, _ = ds.plan(index)
+        assert len(frames) == 6 and np.all(np.diff(frames) == 2) and 0 <= frames[0] and frames[-1] < 24
+        raw, y, _ = ds.render(index)
+        full = render_clip(ds.classes[label], 24, size, seed, config=ds.synth)
+        assert y == label and np.array_equal(raw, full[frames]), (ds.split, index)
+
+
+def test_training_windows_move_over_the_timeline_and_are_deterministic():
+    cfg = _cfg()
+    cfg.synthetic.clip_frames = 40
+    _, train, _, _ = stream_datasets(cfg)
+    starts = {}
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        starts[epoch] = [int(train.plan(i)[3][0]) for i in range(12)]
+    assert all(0 <= s <= 40 - 6 for ss in starts.values() for s in ss)
+    assert len(set(starts[0])) >= 5  # varies across items...
+    assert starts[0] != starts[1] != starts[2]  # ...and across epochs
+    _, again, _, _ = stream_datasets(cfg)  # another process / run: the same windows for (seed, epoch, index)
+    again.set_epoch(1)
+    assert [int(again.plan(i)[3][0]) for i in range(12)] == starts[1]
+    train.set_epoch(1)
+    assert torch.equal(train[4][0], again[4][0])
+
+
+def test_evaluation_windows_are_fixed_and_spread_like_the_test_views():
+    cfg = _cfg(test_clips=3)
+    cfg.synthetic.val_clips, cfg.synthetic.clip_frames = 90, 30
+    _, _, val, test = stream_datasets(cfg)
+    # the file datasets' 3 test views of a 30-frame video, windows of 6: starts 4, 12, 20
+    assert val.eval_starts == [4, 12, 20]
+    first = [int(val.plan(i)[3][0]) for i in range(90)]
+    val.set_epoch(7)
+    assert [int(val.plan(i)[3][0]) for i in range(90)] == first
+    assert [int(test.plan(i)[3][0]) for i in range(6)] == first[:6]
+    k, g = len(val.classes), len(val.geometries)
+    pairs = {(val.geometry(i, None), first[i]) for i in range(0, g * 3 * k, k)}
+    assert len(pairs) == g * 3  # every (geometry, start) pair within G x V blocks of K classes
+    assert all(first[i] == first[i - i % k] for i in range(90))  # a block of K classes shares its window
+
+
+def test_clip_frames_shorter_than_the_window_is_refused_naming_the_keys():
+    from repflow_core.config import apply_overrides
+    from repflow_core.config_io import ConfigError
+
+    cfg = _cfg(frame_stride=2)  # 6 frames every 2: an 11-frame window
+    cfg.synthetic.clip_frames = 10
+    with pytest.raises(ValueError, match=r"synthetic.clip_frames 10 .*data.clip_len 6 .*data.frame_stride 2 "
+                                         r"\(11 frames\)"):
+        stream_datasets(cfg)
+    with pytest.raises(ValueError, match="synthetic.clip_frames"):
+        cfg.validate()
+    cfg.synthetic.clip_frames = 11
+    cfg.validate()
+    assert len(stream_datasets(cfg)[1].plan(0)[3]) == 6
+    with pytest.raises(ConfigError, match="synthetic.clip_frames 11 .*data.clip_len 7"):
+        apply_overrides(cfg, ["data.clip_len=7"])
+    file_cfg = TrainConfig()  # the check only concerns the stream
+    file_cfg.synthetic.clip_frames = 4
+    file_cfg.validate()
+    with pytest.raises(ConfigError, match="clip_frames"):
+        apply_overrides(TrainConfig(), ["synthetic.clip_frames=0"])
+
+
+def test_the_stream_trains(tmp_path):
+    """One tiny epoch through train(): windows of 20-frame timelines, validation and the final test."""
+    from repflow_core.checkpoint import load_checkpoint_dict
+    from repflow_core.train import train
+
+    cfg = _cfg()
+    cfg.synthetic.clip_frames = 20
+    cfg.synthetic.train_clips, cfg.synthetic.val_clips, cfg.synthetic.test_clips = 10, 10, 10
+    cfg.model.backbone, cfg.model.width, cfg.model.flow_after = "resnet18", 0.125, "layer1"
+    cfg.model.flow_channels, cfg.model.iterations = 8, 2
+    cfg.data.num_workers, cfg.data.test_clips = 0, 2
+    cfg.epochs, cfg.batch_size, cfg.device, cfg.tensorboard = 1, 5, "cpu", False
+    cfg.out_dir = str(tmp_path / "run")
+    result = train(cfg, progress=False)
+    row = result.history[-1]
+    assert np.isfinite(row["train_loss"]) and row["val_acc"] is not None
+    saved = load_checkpoint_dict(result.run_dir / "best.pt")["training"]
+    assert saved["config"]["synthetic"]["clip_frames"] == 20 and saved["test_videos"] == 10

@@ -8,6 +8,15 @@
   Seeds are disjoint between the three splits *by construction*: the two low bits of every render seed are
   the split's code (0 train, 1 val, 2 test).
 
+Timeline and windows: an item is a window of ``data.clip_len`` frames every ``data.frame_stride`` taken from a
+clip of ``synthetic.clip_frames`` frames (default 40, as camera_sim's clips), so an action moves as fast per
+frame as the node's sliding windows see it, and a window may hold only part of an action. Training windows
+start at a random offset (drawn from the item's rng: deterministic per (seed, epoch, index)); evaluation
+windows start at the ``data.test_clips`` evenly spread starts of :func:`~.sampling.test_clip_indices` (the
+file datasets' test views), one per item, cycled evenly with the geometries (the stream's evaluation is one
+view per clip, so its accuracy is a per-window figure, like the node's). Only the window's frames are
+rendered (``render_clip(..., frames=...)``, byte-identical to the same frames of the full clip).
+
 Labels are balanced (item ``i`` has class ``i mod K``). Each item's camera geometry (``synthetic.geometries``,
 "WxH") is drawn at random for training and cycled evenly for validation / test (so every class meets every
 geometry). Clips are rendered natively at ``render_scale`` of the geometry (the figure, room and camera
@@ -31,9 +40,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .sampling import clip_span, test_clip_indices
 from .transforms import FlipPolicy, Photometric, eval_clip, random_geometry
 
-__all__ = ["SPLIT_CODES", "SyntheticStreamDataset", "parse_geometry", "render_seed", "stream_datasets"]
+__all__ = ["SPLIT_CODES", "SyntheticStreamDataset", "check_window", "parse_geometry", "render_seed",
+           "stream_datasets"]
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _MIN_RENDER_SIDE = 16  # synthetic.MIN_SIZE
@@ -49,6 +60,16 @@ def parse_geometry(text: str) -> tuple[int, int]:
     if min(w, h) < _MIN_RENDER_SIDE or max(w, h) > 4096 or max(w, h) > 8 * min(w, h):
         raise ValueError(f"synthetic geometry {text!r}: sides must be {_MIN_RENDER_SIDE}-4096 px, aspect <= 8:1")
     return h, w
+
+
+def check_window(clip_frames: int, clip_len: int, frame_stride: int) -> int:
+    """The window span ``(clip_len - 1) * frame_stride + 1``; ValueError naming the keys if the clip is shorter."""
+    span = clip_span(int(clip_len), int(frame_stride))
+    if int(clip_frames) < span:
+        raise ValueError(f"synthetic.clip_frames {clip_frames} is shorter than one window of data.clip_len "
+                         f"{clip_len} frames every data.frame_stride {frame_stride} ({span} frames); raise "
+                         f"synthetic.clip_frames to >= {span} or shorten the window")
+    return span
 
 
 def render_seed(seed: int, split: str, epoch: int, index: int) -> int:
@@ -74,6 +95,11 @@ class SyntheticStreamDataset(Dataset):
         self.synth = SynthConfig.from_dict(dict(syn_cfg.generator or {})) if self.generation == 2 else None
         self.geometries = [parse_geometry(g) for g in syn_cfg.geometries]
         self.render_scale = float(syn_cfg.render_scale if render_scale is None else render_scale)
+        self.clip_frames = int(syn_cfg.clip_frames)
+        self.span = check_window(self.clip_frames, data_cfg.clip_len, data_cfg.frame_stride)
+        # Evaluation window starts: the file datasets' test views (evenly spread segment centres).
+        self.eval_starts = [int(v[0]) for v in test_clip_indices(self.clip_frames, data_cfg.clip_len,
+                                                                 data_cfg.frame_stride, max(1, data_cfg.test_clips))]
         self.flip = FlipPolicy.from_config(data_cfg, self.classes)
         self.photometric = Photometric(colour=data_cfg.colour_jitter, blur_prob=data_cfg.blur_prob,
                                        noise_std=data_cfg.noise_std, jpeg_prob=data_cfg.jpeg_prob)
@@ -104,6 +130,20 @@ class SyntheticStreamDataset(Dataset):
             return self.geometries[int(rng.integers(len(self.geometries)))]
         return self.geometries[(index // len(self.classes)) % len(self.geometries)]
 
+    def window_start(self, index: int, rng: np.random.Generator) -> int:
+        """First frame of item ``index``'s window in its clip's timeline: uniform over every start for training;
+        for evaluation block ``j = index // K`` (K classes; geometry ``j mod G``) takes start
+        ``(j // G + j mod G) mod V`` of the V evenly spread starts, so every G x V consecutive blocks hold each
+        (class, geometry, start) once, and the first G blocks already hold min(G, V) different starts."""
+        if self.train:
+            return int(rng.integers(0, self.clip_frames - self.span + 1))
+        j, g = index // len(self.classes), len(self.geometries)
+        return self.eval_starts[(j // g + j % g) % len(self.eval_starts)]
+
+    def window(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Frame indices (into the ``clip_frames`` timeline) of item ``index``'s window."""
+        return self.window_start(index, rng) + np.arange(self.cfg.clip_len, dtype=np.int64) * self.cfg.frame_stride
+
     def render_size(self, geometry: tuple[int, int]) -> tuple[int, int]:
         h, w = geometry
         # Never below what the model input needs (short side resize_short) nor the generator's minimum.
@@ -111,19 +151,26 @@ class SyntheticStreamDataset(Dataset):
         s = max(self.render_scale, floor)
         return max(_MIN_RENDER_SIDE, round(h * s)), max(_MIN_RENDER_SIDE, round(w * s))
 
-    def render(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
-        """The raw clip (T, H, W, 3) of item ``index`` in the current epoch, its label and its rng."""
-        from .synthetic import render_clip
+    def plan(self, index: int) -> tuple[int, int, tuple[int, int], np.ndarray, np.random.Generator]:
+        """What item ``index`` of the current epoch renders: (render seed, label, (H, W), window frame indices
+        into the ``clip_frames`` timeline, the item's rng for the augmentations that follow).
 
+        Draw order from the item's rng (training): geometry, window start, then the augmentations."""
         epoch = self.epoch if self.train else 0
         seed = render_seed(self.seed, self.split, epoch, index)
         rng = np.random.default_rng([seed, 1])  # augmentation draws independent of the renderer's stream
-        label = index % len(self.classes)
-        cfg = self.cfg
-        frames = (cfg.clip_len - 1) * cfg.frame_stride + 1
-        clip = render_clip(self.classes[label], frames, self.render_size(self.geometry(index, rng)), seed,
-                           generation=self.generation, config=self.synth)
-        return clip[:: cfg.frame_stride], label, rng
+        size = self.render_size(self.geometry(index, rng))
+        return seed, index % len(self.classes), size, self.window(index, rng), rng
+
+    def render(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
+        """The raw window (clip_len, H, W, 3) of item ``index`` in the current epoch, its label and its rng: the
+        window's frames of the ``clip_frames`` clip, rendered alone (byte-identical to slicing the full clip)."""
+        from .synthetic import render_clip
+
+        seed, label, size, frames, rng = self.plan(index)
+        clip = render_clip(self.classes[label], self.clip_frames, size, seed, generation=self.generation,
+                           config=self.synth, frames=frames)
+        return clip, label, rng
 
     def __getitem__(self, index: int):
         index = int(index)

@@ -9,7 +9,11 @@ Person ranges: standing height 25-90 % of the frame height; feet anywhere the bo
 or with the feet in the centre / left / right third; with ``out_of_frame_prob`` the placement may cut up to
 30 % of the body at the bottom or a side edge; body proportions :data:`.figure.BODY_RANGES`; speed factor
 0.7-1.4; amplitude 0.8-1.2 of the joint motion; with ``partial_prob`` up to ``partial`` of a transition lies
-outside the window, and gestures (wave, clap) start or stop inside it.
+outside the clip, and gestures (wave, clap) start or stop inside it.
+
+Chosen frames (``frames``): everything random is drawn for the whole clip before any frame is drawn, so a
+window of a long clip (the on-the-fly stream's 16 frames of a 40-frame timeline) is byte-identical to those
+frames of the full render and costs only its own frames.
 """
 
 from __future__ import annotations
@@ -213,16 +217,24 @@ def _action_pose(action: str, rng: np.random.Generator, cfg: SynthConfig, t: np.
     return pose, lay
 
 
-def _skeletons(action: str, pose: dict, body, props: _Props, lay: _Layout, h: float) -> list[dict]:
-    """Forward kinematics per frame; for ``pick_up`` the box is sized and placed right under the grasping hand."""
+def _skeleton_at(pose: dict, body, i: int) -> dict:
+    return _forward_kinematics({k: float(v[i]) for k, v in pose.items()}, body)
+
+
+def _skeletons(action: str, pose: dict, body, props: _Props, lay: _Layout, h: float,
+               needed: np.ndarray) -> list[dict | None]:
+    """Forward kinematics of the ``needed`` frames (None elsewhere: a frame's skeleton depends on its own pose
+    only); for ``pick_up`` the box is sized and placed right under the grasping hand."""
     T = len(lay.anchor_x)
-    names = list(pose)
-    skeletons = [_forward_kinematics({k: float(pose[k][i]) for k in names}, body) for i in range(T)]
+    skeletons: list[dict | None] = [None] * T
+    for i in needed:
+        skeletons[i] = _skeleton_at(pose, body, int(i))
     if action == "pick_up":  # box right under the hand at the grasp frame: a seamless hand-over
         box_w = props.box_size[0]
         hold_from = props.box_hold_from
         g = min(hold_from if hold_from is not None else T - 1, T - 1)
-        hand = skeletons[g][f"{props.box_side}_hand"]
+        grasp = skeletons[g] if skeletons[g] is not None else _skeleton_at(pose, body, g)
+        hand = grasp[f"{props.box_side}_hand"]
         box_h = float(np.clip(hand[1] + 0.01, 0.08, 0.16))
         props.box_size = (box_w, box_h)
         props.box_floor_x = float(lay.anchor_x[0]) + hand[0] * h
@@ -291,12 +303,32 @@ def _draw_world(clip: _Clip, i: int, with_mask: bool) -> tuple[np.ndarray, np.nd
     return world, wmask
 
 
+def _frame_indices(frames, num_frames: int) -> np.ndarray:
+    """``frames`` (None = all) as int64 indices into a clip of ``num_frames``; clear errors otherwise."""
+    if frames is None:
+        return np.arange(num_frames, dtype=np.int64)
+    idx = np.asarray(list(frames) if not isinstance(frames, np.ndarray) else frames)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"frames must be a non-empty 1-D sequence of integer frame indices, got {frames!r}")
+    if idx.min() < 0 or idx.max() >= num_frames:
+        raise ValueError(f"frames must lie in [0, {num_frames - 1}] (a clip of num_frames={num_frames}), got "
+                         f"{idx.min()}..{idx.max()}")
+    return idx.astype(np.int64)
+
+
 def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool,
-                      with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off."""
+                      with_mask: bool, frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off.
+
+    ``frames``: indices of the frames of the ``num_frames`` clip to render, in that order (None = all). Every
+    random draw and every trajectory (pose, camera path, tone, noise offsets, distractors) is made for the whole
+    clip before any frame is drawn, and drawing frame ``i`` reads only frame ``i``'s values (motion blur: the
+    camera matrices of ``i - 1`` and ``i``), so a chosen frame is byte-identical to the same frame of the full
+    render and costs only its own drawing."""
     cfg.validate()
     H, W = size
     T = num_frames
+    idx = _frame_indices(frames, T)
     rng = np.random.default_rng([int(seed), 2])
     t = np.arange(T, dtype=float)
     h, ground, x0, x1 = _place(rng, cfg.person, H, W)
@@ -309,18 +341,21 @@ def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed:
     pipe = CameraPipeline(track, rng, H, W)
     props = _Props(box_size=(rng.uniform(0.12, 0.16), rng.uniform(0.09, 0.12)))
     pose, lay = _action_pose(action, rng, cfg, t, (H, W), (h, ground, x0, x1), anchor0, props)
-    skeletons = _skeletons(action, pose, body, props, lay, h)
+    needed = np.unique(idx)
+    skeletons = _skeletons(action, pose, body, props, lay, h, needed)
     second = sc.extras.get("person")
-    sec_skel = None
+    sec_skel: list | None = None
     if second is not None:
-        sec_skel = [_forward_kinematics({k: float(v[i]) for k, v in second[3].items()}, second[5]) for i in range(T)]
+        sec_skel = [None] * T
+        for i in needed:
+            sec_skel[i] = _skeleton_at(second[3], second[5], int(i))
     clip = _Clip(sc, lay, props, app, body, style, skeletons, sec_skel, h, ground + my, mx)
 
-    frames = np.empty((T, H, W, 3), np.uint8)
-    masks = np.zeros((T, H, W), np.uint8) if with_mask else None
-    for i in range(T):
+    out = np.empty((len(idx), H, W, 3), np.uint8)
+    masks = np.zeros((len(idx), H, W), np.uint8) if with_mask else None
+    for j, i in enumerate(idx.tolist()):
         world, wmask = _draw_world(clip, i, with_mask)
-        frames[i] = pipe.finish(pipe.warp(world, i), i)
+        out[j] = pipe.finish(pipe.warp(world, i), i)
         if masks is not None:
-            masks[i] = pipe.warp(wmask, i, cv2.INTER_NEAREST)
-    return frames, masks
+            masks[j] = pipe.warp(wmask, i, cv2.INTER_NEAREST)
+    return out, masks

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig, render_forward_v2
+from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig, _frame_indices, render_forward_v2
 from .legacy import render_forward_v1
 
 # The ten classes of the default dataset and of the packaged model, in label order.
@@ -44,10 +44,11 @@ def _check_action(action: str) -> None:
 
 def _render(
     action: str, num_frames: int, size: tuple[int, int], seed: int, clean: bool = False, with_mask: bool = False,
-    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None,
+    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None, frames=None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames (T, H, W, 3) and, with ``with_mask``, the main person's masks (T, H, W). ``clean`` turns off
-    sensor noise and camera jitter (generation 1) or every camera effect and ego-motion (generation 2)."""
+    sensor noise and camera jitter (generation 1) or every camera effect and ego-motion (generation 2).
+    ``frames``: only these frame indices of the ``num_frames`` clip, in that order (see :func:`render_clip`)."""
     _check_action(action)
     if int(num_frames) < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -56,23 +57,29 @@ def _render(
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {GENERATIONS}, got {generation!r}")
     base = REVERSED_OF.get(action, action)
-    hw = (int(size[0]), int(size[1]))
+    hw, T = (int(size[0]), int(size[1])), int(num_frames)
+    if generation == 1 and config is not None:
+        raise ValueError("config applies to generation 2 only; generation 1 has fixed ranges")
+    if frames is not None:
+        idx = _frame_indices(frames, T)
+        fwd = T - 1 - idx if base != action else idx  # a reversed class's frame j is the forward clip's T-1-j
+        if generation == 1:  # the legacy renderer draws whole clips only: render it all, keep the chosen frames
+            out, masks = render_forward_v1(base, T, hw, int(seed), clean, with_mask)
+            return np.ascontiguousarray(out[fwd]), None if masks is None else np.ascontiguousarray(masks[fwd])
+        return render_forward_v2(base, T, hw, int(seed), config or SynthConfig(), clean, with_mask, fwd)
     if generation == 1:
-        if config is not None:
-            raise ValueError("config applies to generation 2 only; generation 1 has fixed ranges")
-        frames, masks = render_forward_v1(base, int(num_frames), hw, int(seed), clean, with_mask)
+        out, masks = render_forward_v1(base, T, hw, int(seed), clean, with_mask)
     else:
-        frames, masks = render_forward_v2(base, int(num_frames), hw, int(seed), config or SynthConfig(), clean,
-                                          with_mask)
+        out, masks = render_forward_v2(base, T, hw, int(seed), config or SynthConfig(), clean, with_mask)
     if base != action:
-        frames = np.ascontiguousarray(frames[::-1])
+        out = np.ascontiguousarray(out[::-1])
         masks = None if masks is None else np.ascontiguousarray(masks[::-1])
-    return frames, masks
+    return out, masks
 
 
 def render_clip(
     action: str, num_frames: int, size: tuple[int, int] = (128, 128), seed: int = 0,
-    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None,
+    generation: int = DEFAULT_GENERATION, config: SynthConfig | None = None, frames=None,
 ) -> np.ndarray:
     """Render one synthetic action clip.
 
@@ -84,12 +91,17 @@ def render_clip(
             the same bytes.
         generation: 2 (default: rooms, varied people, robot camera) or 1 (the packaged model's data).
         config: generation 2's factor switches and ranges (:class:`SynthConfig`); None = the defaults.
+        frames: None (all) or the indices (in ``[0, num_frames)``, any order) of the frames to return. The
+            clip's timeline is still the ``num_frames`` clip's (an action lasts as long, the camera moves the
+            same way), and each returned frame is byte-identical to that frame of the full render. Generation 2
+            draws only the chosen frames (the cost of a window of a longer clip is that of the window);
+            generation 1 renders the whole clip and selects.
 
     Returns:
-        uint8 array (T, H, W, 3), RGB.
+        uint8 array (T, H, W, 3), RGB (T = ``len(frames)`` when given).
 
     ``walk_left``, ``stand_up`` and ``put_down`` are the exact time reversals of ``walk_right``,
     ``sit_down`` and ``pick_up`` for the same seed (see the package docstring for why).
     """
-    frames, _ = _render(action, num_frames, size, seed, generation=generation, config=config)
-    return frames
+    out, _ = _render(action, num_frames, size, seed, generation=generation, config=config, frames=frames)
+    return out
