@@ -277,8 +277,15 @@ class RecorderNode(ClipEnding, LifecycleNode):
         destroys the publisher)."""
         with self._lock:
             pub = self._pubs.get("events")
-            if pub is not None and self.state_label == "active":
+            if pub is None or self.state_label != "active":
+                return
+            try:
                 pub.publish(String(data=json.dumps({"event": event, **fields})))
+            except Exception:
+                if self.context.ok():
+                    raise
+                # Ctrl-C / SIGTERM shut the context down while the writer thread finished a clip: the clip is on disk,
+                # only its event is lost with the graph
 
     def start_clip(self, label: str, seconds: float) -> tuple[bool, str]:
         """Begin one clip (the checks of ``~/start``); returns (started, message)."""
