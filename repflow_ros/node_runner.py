@@ -7,6 +7,7 @@ SIGTERM, quickly, without tracebacks; 1 when it cannot start, with the reason).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -18,7 +19,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from .node_parameters import params_file_problem
 
-__all__ = ["wants_help", "autostart", "guarded_transition", "run_lifecycle_node", "exit_now", "ShutdownWaker"]
+__all__ = ["wants_help", "autostart", "guarded_transition", "run_lifecycle_node", "exit_now", "ShutdownWaker",
+           "TerminationSignals"]
 
 # How often the waker looks at the context: the longest a signal's shutdown can wait when rclpy's wake-up is lost.
 SHUTDOWN_POLL_S = 0.2
@@ -54,6 +56,44 @@ class ShutdownWaker:
                     return
             except Exception:  # the executor or context already torn down: nothing left to wake
                 return
+
+
+class TerminationSignals:
+    """Notes SIGINT / SIGTERM as they arrive, for telling a shutdown from a failure.
+
+    Installed before ``rclpy.init``, whose C handler chains to the handler it finds, so this one still runs
+    (in the main thread, at the next bytecode) next to rclpy's own. Why: rclpy shuts the context down from a
+    separate thread *after* the signal, while SIGINT's KeyboardInterrupt hits the main thread at once, wherever
+    it is; inside a pybind11 call (``take_message`` converting its arguments) it surfaces as ``RuntimeError:
+    Unable to convert call argument`` while ``rclpy.ok()`` is still true (seen in a recorder stress test).
+    SIGINT keeps Python's behaviour (KeyboardInterrupt); SIGTERM only is noted, as before rclpy's handler
+    ends the spin."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> TerminationSignals:
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (an embedding application): rclpy's handling alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            try:
+                signal.signal(sig, previous)
+            except (ValueError, TypeError):
+                pass
 
 
 def guarded_transition(node, what: str, func: Callable[[], TransitionCallbackReturn]) -> TransitionCallbackReturn:
@@ -109,6 +149,13 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
     if problem:
         print(f"{name}: {problem}; exiting with status 1", file=sys.stderr, flush=True)
         return 1
+    with TerminationSignals() as signals:
+        return _run_initialised(node_class, argv, name, executor_class, signals)
+
+
+def _run_initialised(node_class: Callable[[], object], argv: list[str], name: str,
+                     executor_class: Callable[[], Executor], signals: TerminationSignals) -> int:
+    """:func:`run_lifecycle_node` from ``rclpy.init`` on, with ``signals`` noting SIGINT / SIGTERM."""
     rclpy.init(args=argv)
     node, executor, status = None, None, 0
     try:
@@ -131,8 +178,9 @@ def run_lifecycle_node(node_class: Callable[[], object], args: list[str] | None,
         pass
     except Exception:
         # A signal shuts the context down from rclpy's handler while spin() may be building a wait set, which
-        # then raises RCLError("... context is not valid ..."): that is the shutdown asked for, not a failure.
-        if rclpy.ok():
+        # then raises RCLError("... context is not valid ..."), or its KeyboardInterrupt lands inside a pybind11
+        # call and comes out as a RuntimeError (see TerminationSignals): the shutdown asked for, not a failure.
+        if rclpy.ok() and not signals.received:
             traceback.print_exc()
             status = 2
     finally:

@@ -9,7 +9,9 @@ none of the Python-side callbacks that would wake the executor) while an executo
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,8 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 
 from repflow_ros.node_runner import ShutdownWaker  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spin_in_thread(executor) -> threading.Event:
@@ -57,3 +61,66 @@ def test_spin_returns_after_a_shutdown_that_brings_no_wake_up():
         executor.shutdown(timeout_sec=0.1)
         node.destroy_node()
         context.try_shutdown()
+
+
+PROBE = r'''
+import os, signal, sys
+from rclpy.lifecycle import LifecycleNode
+from repflow_ros.node_runner import run_lifecycle_node
+
+class Probe(LifecycleNode):
+    """Spins; its first timer tick signals its own process and, while the context is still valid, fails inside a
+    callback the way a KeyboardInterrupt caught by pybind11 does."""
+    autostart = False
+
+    def __init__(self):
+        super().__init__("runner_probe")
+        # Without rclpy's handler the context stays valid after the signal: the moment before rclpy's signal thread
+        # shuts it down, held for as long as the test needs (the runner's own handler, installed first, remains).
+        from rclpy.signals import uninstall_signal_handlers
+        uninstall_signal_handlers()
+        self.timer = self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        self.timer.cancel()
+        try:
+            os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+            for _ in range(1000):  # bytecodes: Python runs the noted signal's handler here
+                pass
+        except KeyboardInterrupt:  # SIGINT's, caught as pybind11 would catch it
+            pass
+        print(f"context ok when failing: {self.context.ok()}", flush=True)
+        raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+    def close(self):
+        pass
+
+sys.exit(run_lifecycle_node(Probe, sys.argv[:1], "runner_probe", lambda: "probe"))
+'''
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_error_raised_by_a_signal_before_the_shutdown_is_a_clean_exit(tmp_path, sig):
+    """After SIGINT / SIGTERM, an exception out of spin() is the shutdown asked for (status 0, no traceback),
+    even while rclpy has not shut the context down yet."""
+    import subprocess
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    result = subprocess.run([sys.executable, str(probe), sig], capture_output=True, text=True, timeout=120,
+                            cwd=str(REPO_ROOT), env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert "context ok when failing: True" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_error_without_a_signal_is_still_a_failure(tmp_path):
+    import subprocess
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE.replace("os.kill(os.getpid(), getattr(signal, sys.argv[1]))", "pass"))
+    result = subprocess.run([sys.executable, str(probe), "SIGTERM"], capture_output=True, text=True, timeout=120,
+                            cwd=str(REPO_ROOT), env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 2 and "Unable to convert call argument" in result.stderr, result.stderr
