@@ -260,6 +260,38 @@ class RosHarness:
         self._thread.join(timeout=5.0)
 
 
+class RepeatedCaller(threading.Thread):
+    """Calls one service again and again from a background thread, whenever it exists (a lifecycle node's services
+    come and go with configure / cleanup), until :attr:`stop` is set; :attr:`answers` counts the replies.
+
+    ``request()`` builds each request and ``on_answer(response)`` sees each reply. A request without a reply within
+    ``reply_wait`` seconds (the service went away with a cleanup, or the reply was lost) is forgotten."""
+
+    def __init__(self, h: RosHarness, srv_type, name: str, request: Callable[[], Any],
+                 on_answer: Callable[[Any], None] | None = None, reply_wait: float = 2.0, pause: float = 0.05,
+                 thread_name: str = "repeated_caller"):
+        super().__init__(name=thread_name, daemon=True)
+        self.client = h.node.create_client(srv_type, name)
+        self.request, self.on_answer = request, on_answer
+        self.reply_wait, self.pause = reply_wait, pause
+        self.stop, self.answers = threading.Event(), 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if not self.client.wait_for_service(timeout_sec=0.2):
+                continue
+            done = threading.Event()
+            future = self.client.call_async(self.request())
+            future.add_done_callback(lambda _f, done=done: done.set())
+            if done.wait(self.reply_wait) and future.result() is not None:
+                self.answers += 1
+                if self.on_answer is not None:
+                    self.on_answer(future.result())
+            else:
+                self.client.remove_pending_request(future)
+            self.stop.wait(self.pause)
+
+
 class LifecycleClient:
     """Persistent clients of one lifecycle node's ``change_state`` / ``get_state``, safe against a lost reply.
 

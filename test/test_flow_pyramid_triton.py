@@ -7,27 +7,14 @@ the result to the eager reference with test_kernels_triton's bound.
 """
 
 import copy
-import os
 
-import pytest
 import torch
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installable here (wheels exist for x86_64 and aarch64 Linux)")
+from triton_helpers import rel, require_triton_interpreter  # noqa: E402 (sets TRITON_INTERPRET first)
 
 from repflow_core import flow_quality  # noqa: E402
 from repflow_core.flow import RepresentationFlow  # noqa: E402
-from repflow_core.kernels import triton_flow  # noqa: E402
 
-if not triton_flow.interpreter_active():
-    pytest.skip("TRITON_INTERPRET is set to something other than 1: the CPU checks need the interpreter",
-                allow_module_level=True)
-if triton_flow.kernels() is None:
-    pytest.skip(f"triton kernels unavailable: {triton_flow.import_error()}", allow_module_level=True)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+triton_flow = require_triton_interpreter()
 
 
 def test_total_bicubic_warps_through_triton_match_eager():

@@ -10,28 +10,15 @@ against float64. Skips only where triton cannot be installed (it ships for x86_6
 """
 
 import copy
-import os
 
 import pytest
 import torch
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installable here (wheels exist for x86_64 and aarch64 Linux)")
+from triton_helpers import rel, require_triton_interpreter  # noqa: E402 (sets TRITON_INTERPRET first)
 
 from repflow_core import kernels  # noqa: E402
 from repflow_core.flow import RepresentationFlow  # noqa: E402
-from repflow_core.kernels import triton_flow  # noqa: E402
 
-if not triton_flow.interpreter_active():
-    pytest.skip("TRITON_INTERPRET is set to something other than 1: the CPU checks need the interpreter",
-                allow_module_level=True)
-if triton_flow.kernels() is None:
-    pytest.skip(f"triton kernels unavailable: {triton_flow.import_error()}", allow_module_level=True)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Norm-wise relative difference (a 0 reference counts as absolute)."""
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+triton_flow = require_triton_interpreter()
 
 
 def make_layer(channels, iterations, gradient, seed, learn_gradient=True):

@@ -26,6 +26,7 @@ pytest.importorskip("rclpy")
 from ros_helpers import (  # noqa: E402
     LifecycleClient,
     NodeProcess,
+    RepeatedCaller,
     RosHarness,
     image_msg,
     make_tiny_checkpoint,
@@ -75,31 +76,17 @@ class Camera(threading.Thread):
             self.sent += 1
 
 
-class EnableToggler(threading.Thread):
+def enable_toggler(h: RosHarness, name: str) -> RepeatedCaller:
     """Toggles ~/enable whenever the service is there (it exists only while configured); counts the answers."""
+    from std_srvs.srv import SetBool
 
-    def __init__(self, h: RosHarness, name: str):
-        from std_srvs.srv import SetBool
+    value = [False]
 
-        super().__init__(name="enable_toggler", daemon=True)
-        self.client = h.node.create_client(SetBool, name)
-        self.stop, self.answers = threading.Event(), 0
-        self.request_type = SetBool.Request
+    def answered(_reply) -> None:
+        value[0] = not value[0]
 
-    def run(self) -> None:
-        value = False
-        while not self.stop.is_set():
-            if not self.client.wait_for_service(timeout_sec=0.2):
-                continue
-            done = threading.Event()
-            future = self.client.call_async(self.request_type(data=value))
-            future.add_done_callback(lambda _f, done=done: done.set())
-            if done.wait(2.0) and future.result() is not None:
-                self.answers += 1
-                value = not value
-            else:  # the service went away with a cleanup: forget the request
-                self.client.remove_pending_request(future)
-            self.stop.wait(0.05)
+    return RepeatedCaller(h, SetBool, name, lambda: SetBool.Request(data=value[0]), answered,
+                          thread_name="enable_toggler")
 
 
 def _assert_clean(proc: NodeProcess) -> None:
@@ -117,7 +104,7 @@ def test_lifecycle_cycles_with_frames_and_enable(workdir, tiny_ckpt, harness):
                        ["-p", f"model_path:={tiny_ckpt}", "-p", "device:=cpu", "-p", "warmup:=0", "-p", "hop:=2",
                         "-r", f"__ns:={ns}", "-r", f"image:={topic}"], workdir / "logs", name="stress")
     camera = Camera(harness, topic)
-    toggler = EnableToggler(harness, f"{node}/enable")
+    toggler = enable_toggler(harness, f"{node}/enable")
     try:
         life = LifecycleClient(harness, node)
         assert wait_until(lambda: proc.alive() and life.get.service_is_ready() and life.state() == "active", 120.0,

@@ -35,7 +35,7 @@ from recorder_helpers import (
     wait_event,
     wait_ready,
 )
-from ros_helpers import LifecycleClient, NodeProcess, RosHarness, image_msg, wait_until
+from ros_helpers import LifecycleClient, NodeProcess, RepeatedCaller, RosHarness, image_msg, wait_until
 
 from repflow_core.data.layouts import scan_class_folders
 from repflow_core.data.video_io import read_video
@@ -68,31 +68,19 @@ class Camera(threading.Thread):
             self.sent += 1
 
 
-class Stopper(threading.Thread):
+class Stopper(RepeatedCaller):
     """Calls ``~/stop`` every few tens of ms whenever the service exists (only while configured), so clips are
     committed while the transitions run; counts the answers and the clips it ended with a write."""
 
     def __init__(self, h: RosHarness):
         from std_srvs.srv import Trigger
 
-        super().__init__(name="clip_stopper", daemon=True)
-        self.client = h.node.create_client(Trigger, f"{NODE}/stop")
-        self.stop, self.answers, self.wrote = threading.Event(), 0, 0
-        self.request = Trigger.Request()
+        super().__init__(h, Trigger, f"{NODE}/stop", Trigger.Request, self._answered, reply_wait=1.0,
+                         thread_name="clip_stopper")
+        self.wrote = 0
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if not self.client.wait_for_service(timeout_sec=0.2):
-                continue
-            done = threading.Event()
-            future = self.client.call_async(self.request)
-            future.add_done_callback(lambda _f, done=done: done.set())
-            if done.wait(1.0) and future.result() is not None:
-                self.answers += 1
-                self.wrote += future.result().success
-            else:  # the service went away with a cleanup (or the reply was lost): forget the request
-                self.client.remove_pending_request(future)
-            self.stop.wait(0.05)
+    def _answered(self, reply) -> None:
+        self.wrote += reply.success
 
 
 def _assert_clean(proc: NodeProcess) -> None:
