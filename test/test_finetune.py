@@ -26,8 +26,9 @@ from repflow_core.train_finetune import STAGE_PREFIXES, BalancedEpochSampler, Ea
 FINETUNE_YAML = Path(__file__).resolve().parents[1] / "config" / "finetune.yaml"
 TINY_MODEL = {"model.width": "0.125", "model.flow_after": "layer1", "model.flow_channels": "8",
               "model.iterations": "3", "model.dropout": "0"}
-TINY_DATA = {"data.clip_len": "8", "data.size": "32", "data.resize_short": "36", "data.num_workers": "0",
-             "data.test_clips": "1"}
+# frame_stride 1: the 12-frame tiny clips hold a whole 8-frame window (finetune.yaml ships stride 2 for 40-frame clips)
+TINY_DATA = {"data.clip_len": "8", "data.frame_stride": "1", "data.size": "32", "data.resize_short": "36",
+             "data.num_workers": "0", "data.test_clips": "1"}
 FROZEN = ["stem", "layer1", "flow", "layer2"]  # freeze_until=layer2 with the flow block after layer1
 # Unequal clip counts, as a person recording a few examples of each would leave them.
 TRAIN_COUNTS = {"point": 8, "drink": 4, "nod": 3}
