@@ -334,6 +334,14 @@ class LifecycleClient:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"{self.get.srv_name} did not answer within {timeout} s")
 
+    CYCLE = ((4, "deactivate"), (2, "cleanup"), (1, "configure"), (3, "activate"))  # active -> active
+
+    def cycle(self, what: str, details: Callable[[], str] = str, timeout: float = 30.0) -> None:
+        """One full lifecycle round from Active back to Active; an AssertionError names the transition that
+        failed, with ``what`` and ``details()`` (e.g. the node process's output)."""
+        for tid, name in self.CYCLE:
+            assert self.transition(tid, timeout), f"{what}: {name} failed\n{details()}"
+
     def transition(self, tid: int, timeout: float = 30.0) -> bool:
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
