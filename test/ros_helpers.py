@@ -395,3 +395,27 @@ def diagnostic_values(array_msg, name: str) -> dict[str, str] | None:
 
 def predictions(string_msgs) -> list[dict[str, Any]]:
     return [json.loads(m.data) for m in string_msgs]
+
+
+def predictions_for(recorder: Recorder, stamps, since: float = 0.0) -> list[dict[str, Any]]:
+    """The predictions (``~/prediction`` JSON) recorded at or after ``since`` whose stamp is one of ``stamps`` (ns)."""
+    wanted = np.asarray(sorted(stamps), dtype=np.float64) / 1e9
+    return [p for p in predictions(recorder.messages(since))
+            if len(wanted) and np.min(np.abs(wanted - p["stamp"])) < 2e-6]
+
+
+def newest_diagnostic(recorder: Recorder, name: str, since: float = 0.0) -> dict[str, str] | None:
+    """The values of the newest status ``name`` among the DiagnosticArrays recorded at or after ``since``."""
+    for msg in reversed(recorder.messages(since)):
+        values = diagnostic_values(msg, name)
+        if values is not None:
+            return values
+    return None
+
+
+def wait_diagnostic(recorder: Recorder, name: str, predicate, since: float = 0.0, timeout: float = 30.0):
+    """The first :func:`newest_diagnostic` for which ``predicate`` holds, waiting up to ``timeout`` (None)."""
+    def check():
+        values = newest_diagnostic(recorder, name, since)
+        return values if values is not None and predicate(values) else None
+    return wait_until(check, timeout, interval=0.05)

@@ -5,15 +5,14 @@ counter (ru_maxrss) in a fresh subprocess."""
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from hostile_payloads import jpeg_claiming, png_1x30000, png_claiming  # noqa: E402
 
 from repflow_ros.image_decoding import (
     DECODE_ERROR_CAUSES,
@@ -31,34 +30,6 @@ from repflow_ros.image_decoding import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_claiming(width: int, height: int, rows: int = 4) -> bytes:
-    """A PNG whose IHDR declares width x height (8-bit RGB) with the first few rows of zeros in its IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * ((3 * width + 1) * rows), 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A real 8x8 baseline JPEG whose SOF0 segment is patched to declare width x height."""
-    ok, enc = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8), [int(cv2.IMWRITE_JPEG_QUALITY), 90])
-    assert ok
-    data = bytearray(enc.tobytes())
-    i = data.index(b"\xff\xc0")
-    data[i + 5:i + 7] = struct.pack(">H", height)
-    data[i + 7:i + 9] = struct.pack(">H", width)
-    return bytes(data)
-
-
-def png_1x30000() -> bytes:
-    ok, enc = cv2.imencode(".png", np.zeros((1, 30000, 3), np.uint8), [int(cv2.IMWRITE_PNG_COMPRESSION), 9])
-    assert ok
-    return enc.tobytes()
 
 
 def _image(width, height, encoding="rgb8", bpp=3, data_bytes=None):
@@ -171,7 +142,8 @@ def test_unbounded_or_malformed_compressed_refused(data, cause):
 _RSS_SCRIPT = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
-from test_hostile_frames import _compressed, _image, jpeg_claiming, png_1x30000, png_claiming
+from hostile_payloads import jpeg_claiming, png_1x30000, png_claiming
+from test_hostile_frames import _compressed, _image
 from repflow_ros.image_decoding import ImageDecodeError, ImageDecoder
 msgs = [("image 1x30000", _image(30000, 1)), ("image 30000^2 declared", _image(30000, 30000, data_bytes=64)),
         ("png 1x30000", _compressed(png_1x30000(), "png")),

@@ -22,10 +22,11 @@ from ros_helpers import (  # noqa: E402
     NodeProcess,
     Recorder,
     RosHarness,
-    diagnostic_values,
     image_msg,
     make_tiny_checkpoint,
+    newest_diagnostic,
     predictions,
+    predictions_for,
     wait_until,
 )
 
@@ -123,20 +124,14 @@ class Driver:
         return stamps
 
     def preds_for(self, stamps) -> list[dict]:
-        wanted = np.asarray(sorted(stamps), dtype=np.float64) / 1e9
-        return [p for p in predictions(self.prediction.messages())
-                if len(wanted) and np.min(np.abs(wanted - p["stamp"])) < 2e-6]
+        return predictions_for(self.prediction, stamps)
 
     def wait_preds_for(self, stamps, count: int = 1) -> list[dict]:
         wait_until(lambda: len(self.preds_for(stamps)) >= count, WAIT)
         return self.preds_for(stamps)
 
     def diag(self, since: float = 0.0):
-        for msg in reversed(self.diagnostics.messages(since)):
-            values = diagnostic_values(msg, DIAG_NAME)
-            if values is not None:
-                return values
-        return None
+        return newest_diagnostic(self.diagnostics, DIAG_NAME, since)
 
     def settled_frames_in(self) -> int:
         """frames_in once two successive diagnostics agree (frames of earlier tests all counted)."""

@@ -11,23 +11,22 @@ Every wait is on a condition with a generous deadline; nothing depends on one pr
 
 from __future__ import annotations
 
-import struct
 import time
-import zlib
 
-import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
+from hostile_payloads import jpeg_claiming, png_1x30000  # noqa: E402
 from ros_helpers import (  # noqa: E402
     NodeProcess,
     RosHarness,
-    diagnostic_values,
     image_msg,
     make_tiny_checkpoint,
+    newest_diagnostic,
     predictions,
+    wait_diagnostic,
     wait_until,
 )
 
@@ -42,28 +41,7 @@ RSS_BOUND_MB = 150.0  # the issue measured +1.6 GB (1 x 30000 frame) and +5 GB (
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# hostile payloads (same constructions as test/test_hostile_frames.py, here sent over DDS)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_1x30000() -> bytes:
-    ok, enc = cv2.imencode(".png", np.zeros((1, 30000, 3), np.uint8), [int(cv2.IMWRITE_PNG_COMPRESSION), 9])
-    assert ok
-    return enc.tobytes()
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A real 8x8 baseline JPEG whose SOF0 segment is patched to declare width x height."""
-    ok, enc = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8), [int(cv2.IMWRITE_JPEG_QUALITY), 90])
-    assert ok
-    data = bytearray(enc.tobytes())
-    i = data.index(b"\xff\xc0")
-    data[i + 5:i + 7] = struct.pack(">H", height)
-    data[i + 7:i + 9] = struct.pack(">H", width)
-    return bytes(data)
+# hostile messages (the payloads of test/hostile_payloads.py, here sent over DDS)
 
 
 def raw_msg(width: int, height: int, stamp_ns: int, data: bytes | None = None, sec=None, nanosec=None):
@@ -167,17 +145,10 @@ class Side:
                 and self.diag() is not None)
 
     def diag(self, since: float = 0.0):
-        for msg in reversed(self.diagnostics.messages(since)):
-            values = diagnostic_values(msg, self.diag_name)
-            if values is not None:
-                return values
-        return None
+        return newest_diagnostic(self.diagnostics, self.diag_name, since)
 
     def wait_diag(self, predicate, since: float = 0.0, timeout: float = WAIT):
-        def check():
-            values = self.diag(since)
-            return values if values is not None and predicate(values) else None
-        return wait_until(check, timeout, interval=0.05)
+        return wait_diagnostic(self.diagnostics, self.diag_name, predicate, since, timeout)
 
     def good_frames_labelled(self, make, n: int = 12, base_ns: int | None = None) -> list:
         """Publish ``n`` good frames (33 ms stamps) and wait for a prediction made on one of them."""

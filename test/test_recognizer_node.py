@@ -31,7 +31,10 @@ from ros_helpers import (  # noqa: E402
     diagnostic_values,
     image_msg,
     make_tiny_checkpoint,
+    newest_diagnostic,
     predictions,
+    predictions_for,
+    wait_diagnostic,
     wait_until,
 )
 
@@ -157,12 +160,7 @@ class Driver:
 
     # outputs
     def predictions_for(self, stamps, since: float = 0.0) -> list:
-        wanted = np.asarray(sorted(stamps), dtype=np.float64) / 1e9
-        out = []
-        for p in predictions(self.prediction.messages(since)):
-            if len(wanted) and np.min(np.abs(wanted - p["stamp"])) < 2e-6:
-                out.append(p)
-        return out
+        return predictions_for(self.prediction, stamps, since)
 
     def wait_predictions_for(self, stamps, since: float = 0.0, count: int = 1, timeout: float = WAIT) -> list:
         wait_until(lambda: len(self.predictions_for(stamps, since)) >= count, timeout)
@@ -170,17 +168,10 @@ class Driver:
 
     def diag(self, since: float = 0.0):
         """Values of the newest diagnostics status of the node received at or after ``since`` (None if none)."""
-        for msg in reversed(self.diagnostics.messages(since)):
-            values = diagnostic_values(msg, DIAG_NAME)
-            if values is not None:
-                return values
-        return None
+        return newest_diagnostic(self.diagnostics, DIAG_NAME, since)
 
     def wait_diag(self, predicate, since: float = 0.0, timeout: float = WAIT):
-        def check():
-            values = self.diag(since)
-            return values if values is not None and predicate(values) else None
-        return wait_until(check, timeout, interval=0.05)
+        return wait_diagnostic(self.diagnostics, DIAG_NAME, predicate, since, timeout)
 
     def fresh_diag(self):
         """Diagnostics published after this call (waits for the next 1 Hz message)."""
