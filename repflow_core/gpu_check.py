@@ -273,7 +273,10 @@ def section_flow_table(device: torch.device, dry: bool) -> None:
     if dry:
         configs = [(1, 2, 3, 6, 2)]
     else:
-        configs = [(8, 32, 16, s, k) for s in (28, 56) for k in (10, 20)] + [(2, 32, 16, 112, 10)]
+        # the last row: the flow layer on the RGB input of the generation-2 recipe (flow_after: input, 3 colour
+        # channels, batch 32): it says whether that recipe should train with the Triton or the eager layer
+        configs = [(8, 32, 16, s, k) for s in (28, 56) for k in (10, 20)] + [(2, 32, 16, 112, 10),
+                                                                          (32, 3, 16, 112, 10)]
     say("flow layer (sobel_fd, learnable params + divergence): eager vs triton")
     say(f"  {'B,C,T,HxW,it':22s} {'eager fwd':>10s} {'triton fwd':>10s} {'ratio':>6s} {'eager f+b':>10s} "
         f"{'triton f+b':>10s} {'ratio':>6s} {'eager MB':>9s} {'triton MB':>9s}")

@@ -84,3 +84,25 @@ def test_command_line_flags_and_round_trip(tmp_path):
     assert (cfg.epochs, cfg.optim.lr, cfg.model.width, cfg.data.root, cfg.deterministic) == (3, 0.01, 0.5, "/x", True)
     dump_yaml(cfg, tmp_path / "config.yaml")
     assert load_train_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("train_*.yaml")) + [CONFIG_DIR / "finetune.yaml"],
+                         ids=lambda p: p.name)
+def test_every_shipped_training_config_loads_and_builds_its_model(path):
+    import torch
+
+    from repflow_core.model import build_model
+
+    cfg = load_train_config(path)
+    cfg.model.num_classes = cfg.model.num_classes or 10
+    model = build_model(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    clip = torch.zeros(1, 3, cfg.data.clip_len, 32, 32)
+    assert model(clip).shape == (1, cfg.model.num_classes)
+
+
+def test_the_generation_2_recipes_put_the_flow_layer_on_the_input():
+    # Measured on the generation-2 stream (README, "Where the flow layer sits"): ahead of layer1 and layer2.
+    for name in ("train_synthetic_v2.yaml", "train_synthetic_gpu.yaml"):
+        cfg = load_train_config(CONFIG_DIR / name)
+        assert (cfg.model.flow_after, cfg.synthetic.generation, cfg.data.crop) == ("input", 2, "full"), name
