@@ -1,8 +1,9 @@
 """Torch datasets over real videos, the pre-flight video scan and the loader factory.
 
-* :class:`VideoClipDataset` (``train=True``): one random clip per item (random start, scale-jittered
-  random crop, flip policy) -> ``(uint8 (3, T, S, S), label, index)``. With ``train=False`` it gives
-  the single centre clip / centre crop (a cheap validation view with the training batch shape).
+* :class:`VideoClipDataset` (``train=True``): one random clip per item (random start, the geometry policy's
+  random crop or letterbox with scale / aspect jitter, flip policy, photometric augmentation) ->
+  ``(uint8 (3, T, S, S), label, index)``. With ``train=False`` it gives the single centre clip, preprocessed as
+  the Recognizer does (a cheap validation view with the training batch shape).
 * :class:`MultiViewDataset`: every test view of a video -> ``(uint8 (V, 3, T, S, S), label, index)``,
   ``V = test_clips * test_crops``, clip-major (clip 0 crop 0, clip 0 crop 1, ...).
 * :func:`make_dataset` picks one of the two from ``train``.
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from .layouts import DataConfig, DatasetError, VideoSample
 from .sampling import test_clip_indices, train_clip_indices
-from .transforms import FlipPolicy, center_crop, random_resized_crop, resize_short_side, three_crops
+from .transforms import FlipPolicy, Photometric, center_crop, eval_clip, random_geometry, resize_short_side, three_crops
 from .video_io import VideoInfo, VideoReadError, probe_video, read_frames
 
 __all__ = [
@@ -143,11 +144,17 @@ class _VideoDatasetBase(Dataset):
     # -- views ----------------------------------------------------------------------------------
 
     def _views(self, path: Path, num_clips: int, crops: int) -> torch.Tensor:
-        """(num_clips * crops, 3, T, S, S) evenly spaced clips, centre or three crops."""
+        """(num_clips * crops, 3, T, S, S) evenly spaced clips: by the geometry policy ``cfg.crop`` with one
+        crop (exactly the Recognizer's preprocessing), or three crops along the long side (``center`` only)."""
         cfg = self.cfg
         clips = test_clip_indices(self.num_frames(path), cfg.clip_len, cfg.frame_stride, num_clips,
                                   cfg.short_video)
         union = np.unique(np.concatenate(clips))
+        if cfg.crop == "full":
+            # The whole frame letterboxed straight from its own size, as Recognizer.preprocess does.
+            raw = read_frames(path, union)
+            return torch.stack([eval_clip(raw[np.searchsorted(union, idx)], cfg.size, cfg.resize_short, "full")
+                                for idx in clips])
         frames = resize_short_side(read_frames(path, union), cfg.resize_short)
         views = []
         for idx in clips:
@@ -172,6 +179,8 @@ class VideoClipDataset(_VideoDatasetBase):
         super().__init__(samples, classes, cfg, seed, bad_log)
         self.train = bool(train)
         self.flip = flip_policy if flip_policy is not None else FlipPolicy.from_config(cfg, self.classes)
+        self.photometric = Photometric(colour=cfg.colour_jitter, blur_prob=cfg.blur_prob, noise_std=cfg.noise_std,
+                                       jpeg_prob=cfg.jpeg_prob)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -182,9 +191,12 @@ class VideoClipDataset(_VideoDatasetBase):
         s = self.samples[i]
         idx = train_clip_indices(self.num_frames(s.path), cfg.clip_len, cfg.frame_stride, rng,
                                  cfg.short_video)
-        clip = random_resized_crop(read_frames(s.path, idx), cfg.size, cfg.scale_jitter, rng)
+        # The same geometry policy and augmentations as the synthetic stream (a centre crop without aspect
+        # jitter draws exactly what random_resized_crop did, so older runs are reproduced bit for bit).
+        clip = random_geometry(read_frames(s.path, idx), cfg.size, cfg.crop, cfg.scale_jitter, cfg.aspect_jitter,
+                               rng)
         clip, label = self.flip.apply(clip, s.label, rng)
-        return clip, int(label), i
+        return self.photometric(clip, rng), int(label), i
 
     def __getitem__(self, index: int):
         index = int(index)

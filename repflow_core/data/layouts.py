@@ -152,6 +152,9 @@ class DataConfig:
             bad(f"short_video must be one of {SHORT_VIDEO_MODES}, got {self.short_video!r}")
         if self.crop not in ("center", "full"):
             bad(f"crop must be 'center' or 'full', got {self.crop!r}")
+        if self.crop == "full" and self.test_crops != 1:
+            bad("test_crops: 3 (crops along the long side) needs crop: center; crop: full already sees the whole "
+                "frame, use test_crops: 1")
         if len(self.aspect_jitter) != 2 or not 0 < self.aspect_jitter[0] <= 1 <= self.aspect_jitter[1] <= 4:
             bad(f"aspect_jitter must be (lo, hi) with 0 < lo <= 1 <= hi <= 4, got {self.aspect_jitter!r}")
         for name in ("colour_jitter", "blur_prob", "jpeg_prob"):
