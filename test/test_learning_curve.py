@@ -1,14 +1,15 @@
 """The learning-curve experiment's bookkeeping (issue 10.3): merging the runs of a second process (--merge), the
-README table, and the docs files (the recipe checks kept in learning_curve.json). No training here: the curve
-itself takes minutes per run (README "Learning curve")."""
+README table, the docs files (the recipe checks kept in learning_curve.json) and --data-seed. No training here:
+the curve itself takes minutes per run (README "Learning curve")."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from repflow_core.experiments.learning_curve import merge_results, table, write_docs
+from repflow_core.experiments.learning_curve import make_data, merge_results, table, write_docs
 
 
 def _run(arm: str, count: int, top1: float) -> dict:
@@ -41,3 +42,13 @@ def test_docs_json_keeps_the_recipe_checks(tmp_path):
     assert data == {"curve": [_run("finetune", 3, 0.5)], "variants": [variant]}
     assert (docs / "learning_curve.md").read_text() == "learning_curve.md"
     assert sorted(p.name for p in docs.iterdir()) == ["learning_curve.json", "learning_curve.md", "learning_curve.png"]
+
+
+def test_data_seed_renders_a_disjoint_benchmark_and_keeps_the_split_sizes(tmp_path):
+    from repflow_core.data.video_io import read_frames
+
+    roots = [make_data(tmp_path / f"s{seed}", 1, 1, lambda m: None, seed) for seed in (1, 2)]
+    lists = [sorted((r / "testlist.txt").read_text().split()) for r in roots]
+    assert [len(x) for x in lists] == [3, 3]  # one test clip per extra action
+    first = [read_frames(r / lists[0][0], [0, 20]) for r in roots]
+    assert not np.array_equal(first[0], first[1])
