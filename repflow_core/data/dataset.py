@@ -179,8 +179,7 @@ class VideoClipDataset(_VideoDatasetBase):
         super().__init__(samples, classes, cfg, seed, bad_log)
         self.train = bool(train)
         self.flip = flip_policy if flip_policy is not None else FlipPolicy.from_config(cfg, self.classes)
-        self.photometric = Photometric(colour=cfg.colour_jitter, blur_prob=cfg.blur_prob, noise_std=cfg.noise_std,
-                                       jpeg_prob=cfg.jpeg_prob)
+        self.photometric = Photometric.from_config(cfg)
 
     @property
     def item_shape(self) -> tuple[int, ...]:

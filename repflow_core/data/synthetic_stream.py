@@ -101,8 +101,7 @@ class SyntheticStreamDataset(Dataset):
         self.eval_starts = [int(v[0]) for v in test_clip_indices(self.clip_frames, data_cfg.clip_len,
                                                                  data_cfg.frame_stride, max(1, data_cfg.test_clips))]
         self.flip = FlipPolicy.from_config(data_cfg, self.classes)
-        self.photometric = Photometric(colour=data_cfg.colour_jitter, blur_prob=data_cfg.blur_prob,
-                                       noise_std=data_cfg.noise_std, jpeg_prob=data_cfg.jpeg_prob)
+        self.photometric = Photometric.from_config(data_cfg)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:

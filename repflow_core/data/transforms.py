@@ -284,6 +284,12 @@ class Photometric:
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (30, 90)
 
+    @classmethod
+    def from_config(cls, data_cfg) -> Photometric:
+        """The augmentation a DataConfig asks for (``colour_jitter``, ``blur_prob``, ``noise_std``, ``jpeg_prob``)."""
+        return cls(colour=data_cfg.colour_jitter, blur_prob=data_cfg.blur_prob, noise_std=data_cfg.noise_std,
+                   jpeg_prob=data_cfg.jpeg_prob)
+
     @property
     def active(self) -> bool:
         return self.colour > 0 or self.blur_prob > 0 or self.noise_std > 0 or self.jpeg_prob > 0
