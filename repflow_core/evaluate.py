@@ -83,7 +83,7 @@ def _views_config(ckpt_path: Path, spec, data_cfg: DataConfig, clips: int | None
     changed = []
     for name, value in (("clip_len", spec.clip_len), ("frame_stride", spec.frame_stride),
                         ("size", int(spec.size[0])), ("resize_short", int(spec.resize_short)),
-                        ("crop", getattr(spec, "crop", "center"))):
+                        ("crop", spec.crop)):
         if getattr(cfg, name) != value:
             changed.append(f"{name} {getattr(cfg, name)} -> {value}")
             setattr(cfg, name, value)
