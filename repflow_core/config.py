@@ -132,7 +132,9 @@ class SyntheticConfig:
     ``clip_frames``: the length of one action's timeline in frames, as camera_sim's clip_frames (an action
     moves as fast per frame as the node sees it); a window of ``data.clip_len`` frames every
     ``data.frame_stride`` is taken from it (random offset for training, spread over the timeline for
-    evaluation), and only the window's frames are rendered.
+    evaluation), and only the window's frames are rendered; ``min_window_motion`` (generation 2): only
+    windows holding at least this share of the person motion of the clip's busiest window (0 = any window;
+    see repflow_core.data.synthetic_stream for why).
     """
 
     generate: bool = False
@@ -150,6 +152,7 @@ class SyntheticConfig:
     test_clips: int = 400
     generator: dict[str, Any] = field(default_factory=dict)
     clip_frames: int = 40
+    min_window_motion: float = 0.25
 
     def validate(self) -> SyntheticConfig:
         if self.per_class < 2 or self.num_frames < 2 or self.size < 16:
@@ -164,6 +167,9 @@ class SyntheticConfig:
             raise ValueError("synthetic: train_clips must be >= 1, val_clips and test_clips >= 0")
         if self.clip_frames < 1:
             raise ValueError(f"synthetic.clip_frames must be >= 1, got {self.clip_frames}")
+        if not 0.0 <= self.min_window_motion <= 1.0:
+            raise ValueError(f"synthetic.min_window_motion must be in [0, 1] (a share of the busiest window's "
+                             f"motion; 0 = every window), got {self.min_window_motion}")
         from .data.synthetic_stream import parse_geometry  # validates each "WxH"
 
         if not self.geometries:

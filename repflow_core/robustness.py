@@ -43,7 +43,10 @@ Each clip has as many frames as the checkpoint was trained with (``synthetic.num
 config; 40 when absent), so actions move at the trained speed. Every frame goes through
 :meth:`Recognizer.preprocess` (the checkpoint's own geometry policy) and ``windows`` evenly spaced windows of
 ``clip_len`` frames every ``frame_stride`` are scored by :meth:`Recognizer.predict`; the clip's prediction is
-the mean of its windows' probabilities (*video top-1*); *window top-1* scores each window alone.
+the mean of its windows' probabilities (*video top-1*); *window top-1* scores each window alone, over all
+windows and over the windows that show the action (*action-window top-1*: at least :data:`ACTION_WINDOW_SHARE`
+of the person motion of the clip's busiest window, from :func:`~.data.synthetic.person_motion`; a window of a
+transitional action that misses it shows breathing only, and its label cannot be seen in it).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomic_io import atomic_write_text
-from .data.synthetic import ALL_ACTIONS, SynthConfig, render_clip
+from .data.synthetic import ALL_ACTIONS, SynthConfig, person_motion, render_clip
 from .data.synthetic_stream import parse_geometry as _parse_stream_geometry
 
 __all__ = ["FACTORS", "GEOMETRIES", "MATRICES", "ROBUSTNESS_SEED_BASE", "Cell", "RobustnessConfig",
@@ -76,6 +79,9 @@ SEED_CODE = 3
 SEEDS_PER_CLASS = 10_000
 DEFAULT_CLIP_FRAMES = 40  # config/train_synthetic.yaml synthetic.num_frames, for checkpoints that do not say
 DEFAULT_CLIPS_PER_CLASS = 2
+#: A window "shows the action" when it holds at least this share of the person motion of the clip's busiest
+#: window (the synthetic stream's default synthetic.min_window_motion; below 10 % a window shows breathing only).
+ACTION_WINDOW_SHARE = 0.25
 
 #: name (W x H, as cameras are named) -> (height, width)
 GEOMETRIES: dict[str, tuple[int, int]] = {
@@ -233,6 +239,17 @@ def score_clip(recognizer, frames: np.ndarray, windows: int) -> np.ndarray:
     return np.asarray(recognizer.predict(batch), dtype=np.float64).reshape(len(batch), -1)
 
 
+def action_windows(action: str, frames: int, size: tuple[int, int], seed: int, synth: SynthConfig,
+                   span: int, windows: int) -> np.ndarray:
+    """Which of the clip's scored windows show the action (bool per window of :func:`window_starts`): those
+    holding at least :data:`ACTION_WINDOW_SHARE` of the person motion of the clip's busiest window."""
+    motion = person_motion(action, frames, size, seed, synth)
+    csum = np.concatenate([[0.0], np.cumsum(motion)])
+    held = np.array([csum[s + span - 1] - csum[s] for s in range(frames - span + 1)])
+    starts = np.asarray(window_starts(frames, span, windows))
+    return held[starts] >= ACTION_WINDOW_SHARE * max(held.max(), 1e-12)
+
+
 def run_robustness(recognizer, cfg: RobustnessConfig, clip_frames: int, progress: bool = True) -> list[dict]:
     """Render and score every clip of the matrix; one record per clip (cell, action, seed, probabilities)."""
     cfg.validate()
@@ -241,6 +258,7 @@ def run_robustness(recognizer, cfg: RobustnessConfig, clip_frames: int, progress
     cells = cfg.cells()
     k = len(labels)
     per_cell = int(cfg.clips_per_cell or DEFAULT_CLIPS_PER_CLASS * k)
+    span = (int(recognizer.clip_len) - 1) * int(recognizer.frame_stride) + 1
     records = []
     bar = tqdm(total=len(cells) * per_cell, desc="robustness", unit="clip", disable=not progress,
                dynamic_ncols=True)
@@ -253,8 +271,9 @@ def run_robustness(recognizer, cfg: RobustnessConfig, clip_frames: int, progress
                 seed = clip_seed(c, j)
                 frames = render_clip(labels[c], clip_frames, cell.size, seed, generation=2, config=synth)
                 probs = score_clip(recognizer, frames, cfg.windows)
+                shows = action_windows(labels[c], clip_frames, cell.size, seed, synth, span, cfg.windows)
                 records.append({"geometry": cell.geometry, "factor": cell.factor, "label": c, "seed": seed,
-                                "window_probs": probs, "probs": probs.mean(0)})
+                                "window_probs": probs, "probs": probs.mean(0), "action_windows": shows})
                 bar.update(1)
     finally:
         bar.close()
@@ -269,22 +288,32 @@ def summarise(records: Sequence[dict], cells: Sequence[Cell], labels: Sequence[s
     by_class_geo: dict[tuple[int, str], list] = {}
     for r in records:
         pred = int(np.argmax(r["probs"]))
-        win_right = int((np.argmax(r["window_probs"], axis=1) == r["label"]).sum())
+        right = np.argmax(r["window_probs"], axis=1) == r["label"]
+        shows = np.asarray(r.get("action_windows", np.ones(len(right), bool)), bool)
         conf[r["label"], pred] += 1
-        by_cell[(r["geometry"], r["factor"])].append((pred == r["label"], win_right, len(r["window_probs"])))
+        by_cell[(r["geometry"], r["factor"])].append((pred == r["label"], int(right.sum()), len(right),
+                                                      int(right[shows].sum()), int(shows.sum())))
         by_class_geo.setdefault((r["label"], r["geometry"]), []).append(pred == r["label"])
     rows = []
     for (g, f), hits in by_cell.items():
         n = len(hits)
         rows.append({"geometry": g, "factor": f, "clips": n,
                      "video_top1": sum(h[0] for h in hits) / n if n else float("nan"),
-                     "window_top1": sum(h[1] for h in hits) / max(1, sum(h[2] for h in hits)) if n else float("nan")})
+                     "window_top1": sum(h[1] for h in hits) / max(1, sum(h[2] for h in hits)) if n else float("nan"),
+                     "action_window_top1": (sum(h[3] for h in hits) / sum(h[4] for h in hits)
+                                            if sum(h[4] for h in hits) else None),
+                     "action_windows": sum(h[4] for h in hits)})
     geos = list(dict.fromkeys(c.geometry for c in cells))
     per_class = {labels[c]: (float(conf[c, c] / conf[c].sum()) if conf[c].sum() else None) for c in range(k)}
     per_class_geo = {labels[c]: {g: (float(np.mean(by_class_geo[(c, g)])) if (c, g) in by_class_geo else None)
                                  for g in geos} for c in range(k)}
     total = int(conf.sum())
-    return {"cells": rows, "labels": list(labels), "geometries": geos,
+    windows = [(h[1], h[2], h[3], h[4]) for hits in by_cell.values() for h in hits]
+    n_win, n_show = sum(w[1] for w in windows), sum(w[3] for w in windows)
+    return {"window_top1": sum(w[0] for w in windows) / n_win if n_win else float("nan"), "windows": n_win,
+            "action_window_top1": sum(w[2] for w in windows) / n_show if n_show else None,
+            "action_windows": n_show,
+            "cells": rows, "labels": list(labels), "geometries": geos,
             "factors": list(dict.fromkeys(c.factor for c in cells)),
             "video_top1": float(np.trace(conf) / total) if total else float("nan"), "clips": total,
             "per_class": per_class, "per_class_by_geometry": per_class_geo, "confusion": conf.tolist()}
@@ -310,6 +339,10 @@ def format_table(summary: dict) -> str:
         lines.append(f"{lab:<{lw}}  {_pct(summary['per_class'][lab]):>5}" + "".join(f"{_pct(by_g[g]):>9}"
                                                                                  for g in geos))
     lines.append(f"\noverall video top-1 {_pct(summary['video_top1'])} over {summary['clips']} clips")
+    if "window_top1" in summary:
+        lines.append(f"window top-1 {_pct(summary['window_top1'])} over {summary['windows']} windows; "
+                     f"{_pct(summary['action_window_top1'])} over the {summary['action_windows']} that show the "
+                     f"action (>= {ACTION_WINDOW_SHARE:g} of the clip's busiest window's motion)")
     return "\n".join(lines)
 
 
@@ -332,17 +365,20 @@ def write_report(summary: dict, records: Sequence[dict], out_dir: str | Path, ru
     paths = {name: out / f"robustness{suffix}" for name, suffix in
              (("csv", ".csv"), ("clips", "_clips.csv"), ("json", ".json"), ("png", ".png"))}
     atomic_write_text(paths["csv"], _csv_text(
-        ["geometry", "factor", "clips", "video_top1", "window_top1"],
-        [[r["geometry"], r["factor"], r["clips"], f"{r['video_top1']:.4f}", f"{r['window_top1']:.4f}"]
-         for r in summary["cells"]]))
+        ["geometry", "factor", "clips", "video_top1", "window_top1", "action_window_top1"],
+        [[r["geometry"], r["factor"], r["clips"], f"{r['video_top1']:.4f}", f"{r['window_top1']:.4f}",
+          "" if r["action_window_top1"] is None else f"{r['action_window_top1']:.4f}"] for r in summary["cells"]]))
     clip_rows = []
     for r in records:
         pred = int(np.argmax(r["probs"]))
+        right = np.argmax(r["window_probs"], 1) == r["label"]
+        shows = np.asarray(r.get("action_windows", np.ones(len(right), bool)), bool)
         clip_rows.append([r["geometry"], r["factor"], labels[r["label"]], r["seed"], labels[pred],
-                          f"{r['probs'][pred]:.4f}", int((np.argmax(r["window_probs"], 1) == r["label"]).sum()),
-                          len(r["window_probs"])])
+                          f"{r['probs'][pred]:.4f}", int(right.sum()), len(right), int(right[shows].sum()),
+                          int(shows.sum())])
     atomic_write_text(paths["clips"], _csv_text(
-        ["geometry", "factor", "action", "seed", "predicted", "score", "windows_right", "windows"], clip_rows))
+        ["geometry", "factor", "action", "seed", "predicted", "score", "windows_right", "windows",
+         "action_windows_right", "action_windows"], clip_rows))
     atomic_write_text(paths["json"], json.dumps({**(meta or {}), **summary}, indent=1, allow_nan=False,
                                                 default=_json_default))
     geos, facs = summary["geometries"], summary["factors"]

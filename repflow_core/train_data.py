@@ -152,6 +152,8 @@ def _prepare_stream(cfg, dinfo: DistInfo, device: torch.device, say: Callable[[s
     train_loader, val_loader, test_loader = _loaders(cfg, dinfo, device, train_ds, sampler, val_ds, test_ds)
     syn = cfg.synthetic
     tag = f"synthetic_stream:seed={syn.seed}:gen={syn.generation}:frames={syn.clip_frames}:{','.join(syn.geometries)}"
+    if syn.generation == 2 and syn.min_window_motion > 0:  # other windows than before: not the same data
+        tag += f":min_window_motion={syn.min_window_motion:g}"
     return RunData(classes=list(classes), train_ds=train_ds, train_sampler=sampler, train_loader=train_loader,
                    val_ds=val_ds, val_loader=val_loader, test_ds=test_ds, test_loader=test_loader,
                    fingerprints={"train": f"{tag}:train:{syn.train_clips}", "val": f"{tag}:val:{syn.val_clips}",

@@ -12,7 +12,7 @@ import pytest
 from repflow_core import evaluate, robustness
 from repflow_core.atomic_io import default_file_mode
 from repflow_core.checkpoint import Checkpoint, InputSpec, save_checkpoint
-from repflow_core.data.synthetic import ACTIONS, ALL_ACTIONS, _clip_seed, _render, render_clip
+from repflow_core.data.synthetic import ACTIONS, ALL_ACTIONS, SynthConfig, _clip_seed, _render, render_clip
 from repflow_core.data.synthetic.camera import camera_track
 from repflow_core.data.synthetic_stream import SPLIT_CODES
 from repflow_core.model import ActionNet, ModelConfig
@@ -160,6 +160,8 @@ def test_tiny_checkpoint_runs_through_robustness_deterministically(tmp_path, cap
     clips = list(csv.DictReader(open(outs[0] / "robustness_clips.csv")))
     assert len(clips) == 16 and [c["action"] for c in clips[:4]] == ["idle", "wave", "fall", "idle"]
     assert clips[3]["seed"] == str(clip_seed(0, 1)) and all(c["windows"] == "2" for c in clips)
+    assert all(int(c["action_windows_right"]) <= min(int(c["action_windows"]), int(c["windows_right"]))
+               and 1 <= int(c["action_windows"]) <= 2 for c in clips)  # the busiest window always shows it
     for r in rows:  # the cell accuracy is the share of its clips predicted right
         mine = [c for c in clips if (c["geometry"], c["factor"]) == (r["geometry"], r["factor"])]
         assert float(r["video_top1"]) == pytest.approx(np.mean([c["predicted"] == c["action"] for c in mine]))
@@ -252,3 +254,21 @@ def test_clips_move_at_the_speed_the_checkpoint_was_trained_on():
                            "synthetic": {"num_frames": 40, "clip_frames": 48}}}
     assert trained_clip_frames(timeline) == 48
     assert trained_clip_frames(None) == trained_clip_frames({}) == 40
+
+
+def test_action_window_accuracy_counts_only_the_windows_that_show_the_action():
+    cells = [Cell("48x48", "still")]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])  # right on the first window only
+    records = [{"geometry": "48x48", "factor": "still", "label": 0, "seed": 1, "window_probs": probs,
+                "probs": probs.mean(0), "action_windows": np.array([True, False, False])}]
+    summary = robustness.summarise(records, cells, ["idle", "wave"])
+    assert summary["window_top1"] == pytest.approx(1 / 3) and summary["action_window_top1"] == 1.0
+    assert summary["cells"][0]["action_windows"] == 1 and summary["action_windows"] == 1
+
+
+def test_windows_that_miss_a_transition_are_told_apart_from_a_gestures():
+    synth = SynthConfig()
+    sit = [robustness.action_windows("sit_down", 40, (64, 64), s, synth, 16, 3) for s in range(12)]
+    wave = [robustness.action_windows("wave", 40, (64, 64), s, synth, 16, 3) for s in range(12)]
+    assert all(w.all() for w in wave)  # a gesture goes on through the clip
+    assert not all(w.all() for w in sit) and all(w.any() for w in sit)  # a transition is somewhere, not everywhere

@@ -141,6 +141,7 @@ def test_training_windows_move_over_the_timeline_and_are_deterministic():
 def test_evaluation_windows_are_fixed_and_spread_like_the_test_views():
     cfg = _cfg(test_clips=3)
     cfg.synthetic.val_clips, cfg.synthetic.clip_frames = 90, 30
+    cfg.synthetic.min_window_motion = 0.0  # every start allowed: the aimed starts themselves
     _, _, val, test = stream_datasets(cfg)
     # the file datasets' 3 test views of a 30-frame video, windows of 6: starts 4, 12, 20
     assert val.eval_starts == [4, 12, 20]

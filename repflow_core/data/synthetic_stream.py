@@ -17,6 +17,16 @@ file datasets' test views), one per item, cycled evenly with the geometries (the
 view per clip, so its accuracy is a per-window figure, like the node's). Only the window's frames are
 rendered (``render_clip(..., frames=...)``, byte-identical to the same frames of the full clip).
 
+Windows that show the action (``synthetic.min_window_motion``, generation 2): a transitional action takes
+40-80 % of the timeline, so a uniformly placed window may hold none of it (a ``sit_down`` window with only
+the seated person; 12 % of sit_down / stand_up / pick_up / put_down windows and 19 % of fall windows hold
+under a tenth of the motion of the clip's busiest window, which is breathing only), and that label cannot be
+seen in it: the same seated person is a ``stand_up`` window too. Only starts whose window holds at least
+``min_window_motion`` of the busiest window's person motion are used (training draws among them; an
+evaluation start moves to the nearest one); the motion comes from the pose track
+(:func:`~.synthetic.person_motion`) before any frame is drawn. Partial actions stay: a window may still hold
+only the start or the end of a transition.
+
 Labels are balanced (item ``i`` has class ``i mod K``). Each item's camera geometry (``synthetic.geometries``,
 "WxH") is drawn at random for training and cycled evenly for validation / test (so every class meets every
 geometry). Clips are rendered natively at ``render_scale`` of the geometry (the figure, room and camera
@@ -96,6 +106,7 @@ class SyntheticStreamDataset(Dataset):
         self.geometries = [parse_geometry(g) for g in syn_cfg.geometries]
         self.render_scale = float(syn_cfg.render_scale if render_scale is None else render_scale)
         self.clip_frames = int(syn_cfg.clip_frames)
+        self.min_window_motion = float(getattr(syn_cfg, "min_window_motion", 0.0))
         self.span = check_window(self.clip_frames, data_cfg.clip_len, data_cfg.frame_stride)
         # Evaluation window starts: the file datasets' test views (evenly spread segment centres).
         self.eval_starts = [int(v[0]) for v in test_clip_indices(self.clip_frames, data_cfg.clip_len,
@@ -129,19 +140,40 @@ class SyntheticStreamDataset(Dataset):
             return self.geometries[int(rng.integers(len(self.geometries)))]
         return self.geometries[(index // len(self.classes)) % len(self.geometries)]
 
-    def window_start(self, index: int, rng: np.random.Generator) -> int:
-        """First frame of item ``index``'s window in its clip's timeline: uniform over every start for training;
-        for evaluation block ``j = index // K`` (K classes; geometry ``j mod G``) takes start
-        ``(j // G + j mod G) mod V`` of the V evenly spread starts, so every G x V consecutive blocks hold each
-        (class, geometry, start) once, and the first G blocks already hold min(G, V) different starts."""
-        if self.train:
-            return int(rng.integers(0, self.clip_frames - self.span + 1))
-        j, g = index // len(self.classes), len(self.geometries)
-        return self.eval_starts[(j // g + j % g) % len(self.eval_starts)]
+    def allowed_starts(self, label: int, size: tuple[int, int], seed: int) -> np.ndarray:
+        """Window starts whose window shows the action: with ``synthetic.min_window_motion`` m > 0 (generation
+        2), the starts whose window holds at least m of the person's motion in the clip's busiest window
+        (:func:`~.synthetic.person_motion`, from the pose track alone); otherwise every start."""
+        starts = np.arange(self.clip_frames - self.span + 1)
+        if self.generation != 2 or self.min_window_motion <= 0 or len(starts) == 1:
+            return starts
+        from .synthetic import person_motion
 
-    def window(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        motion = person_motion(self.classes[label], self.clip_frames, size, seed, self.synth)
+        csum = np.concatenate([[0.0], np.cumsum(motion)])
+        held = csum[starts + self.span - 1] - csum[starts]  # motion between the window's first and last frame
+        keep = starts[held >= self.min_window_motion * held.max()]
+        return keep if len(keep) else starts
+
+    def window_start(self, index: int, rng: np.random.Generator, allowed: np.ndarray | None = None) -> int:
+        """First frame of item ``index``'s window in its clip's timeline, among ``allowed`` starts (None: all).
+        Training: uniform over them. Evaluation: block ``j = index // K`` (K classes; geometry ``j mod G``)
+        aims at start ``(j // G + j mod G) mod V`` of the V evenly spread starts, so every G x V consecutive
+        blocks hold each (class, geometry, start) once, and the first G blocks already hold min(G, V)
+        different starts; an aimed start that is not allowed moves to the nearest allowed one (the earlier
+        on a tie)."""
+        if allowed is None:
+            allowed = np.arange(self.clip_frames - self.span + 1)
+        if self.train:
+            return int(allowed[int(rng.integers(0, len(allowed)))])
+        j, g = index // len(self.classes), len(self.geometries)
+        aim = self.eval_starts[(j // g + j % g) % len(self.eval_starts)]
+        return int(allowed[int(np.argmin(np.abs(allowed - aim)))])
+
+    def window(self, index: int, rng: np.random.Generator, allowed: np.ndarray | None = None) -> np.ndarray:
         """Frame indices (into the ``clip_frames`` timeline) of item ``index``'s window."""
-        return self.window_start(index, rng) + np.arange(self.cfg.clip_len, dtype=np.int64) * self.cfg.frame_stride
+        steps = np.arange(self.cfg.clip_len, dtype=np.int64) * self.cfg.frame_stride
+        return self.window_start(index, rng, allowed) + steps
 
     def render_size(self, geometry: tuple[int, int]) -> tuple[int, int]:
         h, w = geometry
@@ -159,7 +191,8 @@ class SyntheticStreamDataset(Dataset):
         seed = render_seed(self.seed, self.split, epoch, index)
         rng = np.random.default_rng([seed, 1])  # augmentation draws independent of the renderer's stream
         size = self.render_size(self.geometry(index, rng))
-        return seed, index % len(self.classes), size, self.window(index, rng), rng
+        label = index % len(self.classes)
+        return seed, label, size, self.window(index, rng, self.allowed_starts(label, size, seed)), rng
 
     def render(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
         """The raw window (clip_len, H, W, 3) of item ``index`` in the current epoch, its label and its rng: the

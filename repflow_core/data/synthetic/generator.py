@@ -316,19 +316,12 @@ def _frame_indices(frames, num_frames: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool,
-                      with_mask: bool, frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off.
-
-    ``frames``: indices of the frames of the ``num_frames`` clip to render, in that order (None = all). Every
-    random draw and every trajectory (pose, camera path, tone, noise offsets, distractors) is made for the whole
-    clip before any frame is drawn, and drawing frame ``i`` reads only frame ``i``'s values (motion blur: the
-    camera matrices of ``i - 1`` and ``i``), so a chosen frame is byte-identical to the same frame of the full
-    render and costs only its own drawing."""
+def _plan_v2(action: str, T: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool):
+    """Every random draw of a clip, in the renderer's order: (rng, placement, look, camera, scene, pipeline,
+    props, pose, layout). Shared by :func:`render_forward_v2` and :func:`person_motion_v2` so both see the
+    same person doing the same thing for a seed."""
     cfg.validate()
     H, W = size
-    T = num_frames
-    idx = _frame_indices(frames, T)
     rng = np.random.default_rng([int(seed), 2])
     t = np.arange(T, dtype=float)
     h, ground, x0, x1 = _place(rng, cfg.person, H, W)
@@ -341,6 +334,38 @@ def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed:
     pipe = CameraPipeline(track, rng, H, W)
     props = _Props(box_size=(rng.uniform(0.12, 0.16), rng.uniform(0.09, 0.12)))
     pose, lay = _action_pose(action, rng, cfg, t, (H, W), (h, ground, x0, x1), anchor0, props)
+    return (h, ground, mx, my), (app, body, style), sc, pipe, props, pose, lay
+
+
+def person_motion_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig,
+                     clean: bool = False) -> np.ndarray:
+    """How far the main person moves between consecutive frames of a non-reversed action's clip: ``(T - 1,)``,
+    entry ``i`` = the mean displacement of the body's joints (figure heights, walking included) from frame
+    ``i`` to ``i + 1``. Drawn from the same seed as :func:`render_forward_v2` but without drawing any frame
+    (the pose track and forward kinematics only), so a window of the clip can be chosen before it is rendered."""
+    T = int(num_frames)
+    (h, _, _, _), (_, body, _), _, _, _, pose, lay = _plan_v2(action, T, size, seed, cfg, clean)
+    joints = []
+    for i in range(T):
+        pts = _skeleton_at(pose, body, i)
+        joints.append([(x + lay.anchor_x[i] / h, y) for x, y in pts.values()])
+    p = np.asarray(joints, np.float64)  # (T, J, 2)
+    return np.linalg.norm(np.diff(p, axis=0), axis=2).mean(axis=1) if T > 1 else np.zeros(0)
+
+
+def render_forward_v2(action: str, num_frames: int, size: tuple[int, int], seed: int, cfg: SynthConfig, clean: bool,
+                      with_mask: bool, frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Render a non-reversed action (generation 2); ``clean`` turns every camera effect and ego-motion off.
+
+    ``frames``: indices of the frames of the ``num_frames`` clip to render, in that order (None = all). Every
+    random draw and every trajectory (pose, camera path, tone, noise offsets, distractors) is made for the whole
+    clip before any frame is drawn, and drawing frame ``i`` reads only frame ``i``'s values (motion blur: the
+    camera matrices of ``i - 1`` and ``i``), so a chosen frame is byte-identical to the same frame of the full
+    render and costs only its own drawing."""
+    H, W = size
+    T = num_frames
+    idx = _frame_indices(frames, T)
+    (h, ground, mx, my), (app, body, style), sc, pipe, props, pose, lay = _plan_v2(action, T, size, seed, cfg, clean)
     needed = np.unique(idx)
     skeletons = _skeletons(action, pose, body, props, lay, h, needed)
     second = sc.extras.get("person")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig, _frame_indices, render_forward_v2
+from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig, _frame_indices, person_motion_v2, render_forward_v2
 from .legacy import render_forward_v1
 
 # The ten classes of the default dataset and of the packaged model, in label order.
@@ -105,3 +105,22 @@ def render_clip(
     """
     out, _ = _render(action, num_frames, size, seed, generation=generation, config=config, frames=frames)
     return out
+
+
+def person_motion(action: str, num_frames: int, size: tuple[int, int] = (128, 128), seed: int = 0,
+                  config: SynthConfig | None = None) -> np.ndarray:
+    """How much the person of ``render_clip(action, num_frames, size, seed, config=config)`` (generation 2)
+    moves between consecutive frames, without rendering it: ``(num_frames - 1,)`` mean joint displacements in
+    figure heights (entry ``i``: frame ``i`` -> ``i + 1``; a reversed class gets its partner's, reversed).
+
+    What it is for: a window of a long clip may miss a transitional action entirely (a ``sit_down`` window
+    that shows only the seated person), and such a window's label cannot be seen in it
+    (:class:`~repflow_core.data.synthetic_stream.SyntheticStreamDataset` skips them)."""
+    _check_action(action)
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if len(size) != 2 or min(int(size[0]), int(size[1])) < MIN_SIZE:
+        raise ValueError(f"size must be (height, width) with both >= {MIN_SIZE}, got {size}")
+    base = REVERSED_OF.get(action, action)
+    m = person_motion_v2(base, int(num_frames), (int(size[0]), int(size[1])), int(seed), config or SynthConfig())
+    return np.ascontiguousarray(m[::-1]) if base != action else m
