@@ -64,7 +64,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomic_io import atomic_write_text
-from .data.synthetic import ALL_ACTIONS, SynthConfig, person_motion, render_clip
+from .data.synthetic import ALL_ACTIONS, SynthConfig, person_motion, render_clip, window_motion
 from .data.synthetic_stream import parse_geometry as _parse_stream_geometry
 
 __all__ = ["FACTORS", "GEOMETRIES", "MATRICES", "ROBUSTNESS_SEED_BASE", "Cell", "RobustnessConfig",
@@ -243,9 +243,7 @@ def action_windows(action: str, frames: int, size: tuple[int, int], seed: int, s
                    span: int, windows: int) -> np.ndarray:
     """Which of the clip's scored windows show the action (bool per window of :func:`window_starts`): those
     holding at least :data:`ACTION_WINDOW_SHARE` of the person motion of the clip's busiest window."""
-    motion = person_motion(action, frames, size, seed, synth)
-    csum = np.concatenate([[0.0], np.cumsum(motion)])
-    held = np.array([csum[s + span - 1] - csum[s] for s in range(frames - span + 1)])
+    held = window_motion(person_motion(action, frames, size, seed, synth), span)
     starts = np.asarray(window_starts(frames, span, windows))
     return held[starts] >= ACTION_WINDOW_SHARE * max(held.max(), 1e-12)
 

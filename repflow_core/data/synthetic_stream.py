@@ -147,11 +147,9 @@ class SyntheticStreamDataset(Dataset):
         starts = np.arange(self.clip_frames - self.span + 1)
         if self.generation != 2 or self.min_window_motion <= 0 or len(starts) == 1:
             return starts
-        from .synthetic import person_motion
+        from .synthetic import person_motion, window_motion
 
-        motion = person_motion(self.classes[label], self.clip_frames, size, seed, self.synth)
-        csum = np.concatenate([[0.0], np.cumsum(motion)])
-        held = csum[starts + self.span - 1] - csum[starts]  # motion between the window's first and last frame
+        held = window_motion(person_motion(self.classes[label], self.clip_frames, size, seed, self.synth), self.span)
         keep = starts[held >= self.min_window_motion * held.max()]
         return keep if len(keep) else starts
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_text
-from ..data.synthetic import ACTIONS, SynthConfig, person_motion
+from ..data.synthetic import ACTIONS, SynthConfig, person_motion, window_motion
 from ..data.synthetic_stream import parse_geometry
 
 THRESHOLDS = (0.1, 0.25, 0.5)
@@ -28,8 +28,7 @@ THRESHOLDS = (0.1, 0.25, 0.5)
 
 def window_shares(motion: np.ndarray, span: int) -> np.ndarray:
     """Each window start's motion (frames ``s .. s + span - 1``) over the busiest window's."""
-    csum = np.concatenate([[0.0], np.cumsum(motion)])
-    held = csum[span - 1:] - csum[: len(csum) - span + 1]
+    held = window_motion(motion, span)
     return held / max(float(held.max()), 1e-12)
 
 

@@ -47,8 +47,19 @@ from __future__ import annotations
 
 from .dataset import _clip_seed, _split_indices, main, write_dataset
 from .generator import DEFAULT_GENERATION, GENERATIONS, SynthConfig
-from .render import ACTIONS, ALL_ACTIONS, EXTRA_ACTIONS, MIN_SIZE, REVERSED_OF, _render, person_motion, render_clip
+from .render import (
+    ACTIONS,
+    ALL_ACTIONS,
+    EXTRA_ACTIONS,
+    MIN_SIZE,
+    REVERSED_OF,
+    _render,
+    person_motion,
+    render_clip,
+    window_motion,
+)
 
 __all__ = ["ACTIONS", "ALL_ACTIONS", "DEFAULT_GENERATION", "EXTRA_ACTIONS", "GENERATIONS", "MIN_SIZE",
-           "REVERSED_OF", "SynthConfig", "main", "person_motion", "render_clip", "write_dataset"]
+           "REVERSED_OF", "SynthConfig", "main", "person_motion", "render_clip", "window_motion",
+           "write_dataset"]
 _ = (_clip_seed, _split_indices, _render)  # private names kept importable for tests and old callers

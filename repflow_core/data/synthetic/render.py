@@ -124,3 +124,10 @@ def person_motion(action: str, num_frames: int, size: tuple[int, int] = (128, 12
     base = REVERSED_OF.get(action, action)
     m = person_motion_v2(base, int(num_frames), (int(size[0]), int(size[1])), int(seed), config or SynthConfig())
     return np.ascontiguousarray(m[::-1]) if base != action else m
+
+
+def window_motion(motion: np.ndarray, span: int) -> np.ndarray:
+    """The person motion each window of ``span`` frames holds, from :func:`person_motion`'s per-frame
+    ``motion``: entry ``s`` = the motion between the window's first frame ``s`` and its last ``s + span - 1``."""
+    csum = np.concatenate([[0.0], np.cumsum(motion)])
+    return csum[span - 1:] - csum[: len(csum) - span + 1]
