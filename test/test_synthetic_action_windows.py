@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from repflow_core.config import TrainConfig
-from repflow_core.data.synthetic import ACTIONS, SynthConfig, person_motion, render_clip
+from repflow_core.data.synthetic import ACTIONS, SynthConfig, person_motion, render_clip, window_motion
 from repflow_core.data.synthetic_stream import stream_datasets
 
 # A still, noiseless, steady camera in a room without moving distractors: frame differences come from the person.
@@ -39,6 +39,13 @@ def test_person_motion_follows_the_rendered_frames():
     motion = person_motion("sit_down", 40, (96, 128), 5, config=cfg)
     assert motion.shape == (39,) and (motion >= 0).all()
     assert np.corrcoef(motion, diff)[0, 1] > 0.8
+
+
+def test_window_motion_is_the_motion_between_each_windows_first_and_last_frame():
+    motion = person_motion("fall", 40, (64, 64), 3)
+    held = window_motion(motion, 16)
+    assert held.shape == (40 - 16 + 1,)
+    np.testing.assert_allclose(held, [motion[s : s + 15].sum() for s in range(25)], rtol=1e-12, atol=1e-12)
 
 
 def test_a_reversed_class_moves_as_its_partner_backwards():
