@@ -4,6 +4,12 @@ The set: three synthetic actions that differ by motion only (walking left, walki
 people and rooms in each), written as UCF101 files ``<Class>/v_<Class>_gXX_c01.avi`` with classInd.txt,
 trainlist01.txt and testlist01.txt, read through the config unchanged except for the data root, the run folder,
 the epoch count and in-process loading (sized for < 90 s on 2 loaded cores).
+
+The clips are generation-1 renders (a still camera, the person large in the frame). This test checks that the
+recipe and the UCF101 layout learn; it does not test the hard data. On generation-2 renders at 72 px, which add
+camera motion and small people, 24 training clips leave the 12-clip test accuracy anywhere from 0.33 to 0.83 across
+training seeds and thread counts (measured 2026-12-02). A float-level difference between CPUs then decides whether
+the run beats chance. Generation 1 gave 0.75-1.00 over six seeds at 1 and 2 threads.
 """
 
 import csv
@@ -26,7 +32,7 @@ def write_ucf101_set(root: Path) -> None:
         (root / name).mkdir(parents=True)
         for g in range(1, TRAIN_GROUPS + TEST_GROUPS + 1):
             rel = f"{name}/v_{name}_g{g:02d}_c01.avi"
-            write_video(root / rel, render_clip(action, 20, (72, 72), seed=1000 * ci + g), fps=15)
+            write_video(root / rel, render_clip(action, 20, (72, 72), seed=1000 * ci + g, generation=1), fps=15)
             (train_lines if g <= TRAIN_GROUPS else test_lines).append(rel)
     (root / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(CLASSES)))
     label = {name: i + 1 for i, name in enumerate(CLASSES)}  # trainlist lines carry the 1-based class index
