@@ -92,10 +92,12 @@ def test_fused_and_eager_flow_give_the_same_compensated_logits():
     assert torch.allclose(outs["eager"], outs["fused"], rtol=1e-4, atol=1e-4)
 
 
-def test_old_checkpoint_loads_as_none_with_identical_logits():
+def test_old_checkpoint_loads_as_none_with_identical_logits(tmp_path):
     raw = load_checkpoint_dict(default_checkpoint())
-    assert "flow_global_motion" not in raw["model_config"]  # written before the option existed
-    ckpt = load_checkpoint(default_checkpoint())
+    del raw["model_config"]["flow_global_motion"]  # as a file written before the option existed
+    old = tmp_path / "old.pt"
+    torch.save(raw, old)
+    ckpt = load_checkpoint(old)
     assert ckpt.model_config.flow_global_motion == "none"
     model = ckpt.build_model().eval()
     assert not any(layer._forward_hooks for layer in iter_flow_layers(model))

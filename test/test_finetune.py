@@ -21,7 +21,13 @@ from repflow_core.data.splits import carve_validation
 from repflow_core.data.synthetic import EXTRA_ACTIONS, render_clip, write_dataset
 from repflow_core.data.video_io import write_video
 from repflow_core.train import train
-from repflow_core.train_finetune import STAGE_PREFIXES, BalancedEpochSampler, EarlyStopping, resolve_frozen_stages
+from repflow_core.train_finetune import (
+    STAGE_PREFIXES,
+    BalancedEpochSampler,
+    EarlyStopping,
+    resolve_frozen_stages,
+    stage_order,
+)
 
 FINETUNE_YAML = Path(__file__).resolve().parents[1] / "config" / "finetune.yaml"
 TINY_MODEL = {"model.width": "0.125", "model.flow_after": "layer1", "model.flow_channels": "8",
@@ -92,6 +98,12 @@ def test_finetune_yaml_loads_and_bad_stage_names_the_culprit():
         load_train_config(FINETUNE_YAML, ["freeze=[stem, conv]"])
     with pytest.raises(ConfigError, match="early_stopping_patience"):
         load_train_config(FINETUNE_YAML, ["early_stopping_patience=-1"])
+
+
+def test_stage_order_puts_an_input_flow_block_before_the_stem():
+    assert stage_order("input") == ["flow", "stem", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert stage_order("layer2") == ["stem", "layer1", "layer2", "flow", "layer3", "layer4", "fc"]
+    assert resolve_frozen_stages([], "stem", "input") == ["flow", "stem"]
 
 
 def test_frozen_stages_stay_bit_identical_and_the_rest_learns(finetuned, base_checkpoint):

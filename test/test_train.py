@@ -201,3 +201,15 @@ def normalize(clips):
     from repflow_core.data.transforms import normalize_on_device
 
     return normalize_on_device(clips, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
+
+
+def test_a_synthetic_folder_of_another_size_is_used_with_a_note(tiny_data, tmp_path):
+    from repflow_core.data.prepare import maybe_generate_synthetic
+
+    said = []
+    cfg = tiny_config(tiny_data, tmp_path / "r", **{"synthetic.generate": "true", "synthetic.per_class": "320"})
+    assert maybe_generate_synthetic(cfg, said.append, progress=False) is False  # nothing rewritten
+    assert len(said) == 1 and "holds 30 clips (3 per class), not synthetic.per_class=320" in said[0]
+    said.clear()
+    cfg = tiny_config(tiny_data, tmp_path / "r", **{"synthetic.generate": "true", "synthetic.per_class": "3"})
+    assert maybe_generate_synthetic(cfg, said.append, progress=False) is False and said == []

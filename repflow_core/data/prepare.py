@@ -26,6 +26,7 @@ def maybe_generate_synthetic(cfg: Any, log: Callable[[str], None], progress: boo
         return False
     root = Path(data.root).expanduser()
     if (root / data.train_list).is_file():
+        _warn_if_other_size(root, data, syn.per_class, log)
         return False
     if root.exists() and any(root.iterdir()):
         raise DatasetError(f"{root} exists but has no {data.train_list}; not generating the synthetic "
@@ -48,3 +49,18 @@ def maybe_generate_synthetic(cfg: Any, log: Callable[[str], None], progress: boo
     log(f"wrote {info['num_videos']} videos ({info['num_train']} train / {info['num_test']} test) to {root} "
         f"in {info['seconds']:.0f} s")
     return True
+
+
+def _warn_if_other_size(root: Path, data: Any, per_class: int, log: Callable[[str], None]) -> None:
+    """A dataset folder written by another recipe (e.g. 40 clips per class where the config now asks for 320)
+    is used as it is, not rewritten: say so, since the run then trains on other data than its config says."""
+    try:
+        lists = [root / data.train_list] + ([root / data.test_list] if data.test_list else [])
+        clips = sum(1 for path in lists if path.is_file() for line in path.read_text().splitlines() if line.strip())
+        classes = sum(1 for line in (root / "classInd.txt").read_text().splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return
+    if classes and clips != per_class * classes:
+        log(f"note: {root} holds {clips} clips ({clips / classes:.0f} per class), not synthetic.per_class="
+            f"{per_class}: training on what is there; remove the folder (or set data.root elsewhere) to render "
+            f"{per_class} per class")

@@ -2,7 +2,7 @@
 fine-tuned from the packaged model vs trained from scratch, the same budget of optimiser steps.
 
     python -m repflow_core.experiments.learning_curve [--counts 10 3 5 20] [--steps 48] [--test-per-class 10]
-        [--data-seed 1]
+        [--data-seed 1] [--init-from CKPT]
         [--out runs/learning_curve] [--docs docs]
 
 Label set: the synthetic generator's :data:`~repflow_core.data.synthetic.EXTRA_ACTIONS` (``point``, ``drink``,
@@ -76,8 +76,10 @@ def write_trainlist(root: Path, count: int) -> str:
     return name
 
 
-def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log, extra: list[str] | None = None) -> dict:
-    """Train one arm on ``count`` clips per class with ``steps`` optimiser steps; evaluate on the test clips."""
+def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log, extra: list[str] | None = None,
+            init_from: Path = PACKAGED) -> dict:
+    """Train one arm on ``count`` clips per class with ``steps`` optimiser steps; evaluate on the test clips.
+    The ``finetune`` arm starts from ``init_from`` (the packaged model unless told otherwise)."""
     run_dir = out / f"{arm}_c{count:02d}"
     overrides = [f"data.root={root}", "data.layout=splitlist", f"data.train_list={write_trainlist(root, count)}",
                  "data.test_list=testlist.txt", "data.val_fraction=0", "early_stopping_patience=0",
@@ -89,7 +91,7 @@ def run_one(root: Path, out: Path, arm: str, count: int, steps: int, log, extra:
     n_train = count * len(EXTRA_ACTIONS)
     cfg.epochs = max(1, math.ceil(steps / math.ceil(n_train / cfg.batch_size)))
     t0 = time.perf_counter()
-    res = train(cfg, init_from=PACKAGED if arm == "finetune" else None, progress=False, overwrite=True,
+    res = train(cfg, init_from=init_from if arm == "finetune" else None, progress=False, overwrite=True,
                 log=lambda m: log(f"  [{arm} c{count}] {m}"))
     train_s = time.perf_counter() - t0
     metrics = evaluate_checkpoint(run_dir / "best.pt", cfg.data, clips=3, crops=1, device="cpu",
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-per-class", type=int, default=10)
     p.add_argument("--data-seed", type=int, default=1,
                    help="generator seed of the clips (1: the README's curve; another: a disjoint benchmark)")
+    p.add_argument("--init-from", default=str(PACKAGED), metavar="CKPT",
+                   help="the finetune arm's start (default: the packaged model); its architecture must be "
+                        "config/finetune.yaml's model section (else pass it with --set model.KEY=VALUE)")
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--docs", default="docs", help="where the table and plot are copied ('' = nowhere)")
     p.add_argument("--reuse", action="store_true", help="keep the runs already in results.json")
@@ -187,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             if any(r["arm"] == arm and r["clips_per_class"] == count for r in results):
                 continue
             log(f"run {arm} with {count} clips per class ...")
-            r = run_one(root, out, arm, count, args.steps, log, args.set)
+            r = run_one(root, out, arm, count, args.steps, log, args.set, Path(args.init_from))
             r["overrides"] = list(args.set)
+            if arm == "finetune":
+                r["init_from"] = args.init_from
             results.append(r)
             atomic_write_text(rpath, json.dumps(results, indent=1) + "\n")
             log(f"-> {arm} c{count}: video top-1 {r['video_top1']:.3f} ({r['epochs']} epochs, {r['steps']} steps, "
