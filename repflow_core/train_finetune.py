@@ -55,7 +55,10 @@ def stage_order(flow_after: str) -> list[str]:
     """The stages in forward order: the flow block runs after ``flow_after`` (model.flow_after); ``input`` puts
     it before the stem (the flow of the frames themselves)."""
     order = ["stem", "layer1", "layer2", "layer3", "layer4"]
-    pos = 0 if flow_after == "input" else order.index(flow_after) + 1 if flow_after in order else 1
+    if flow_after == "input":
+        pos = 0
+    else:
+        pos = order.index(flow_after) + 1 if flow_after in order else 1
     return order[:pos] + ["flow"] + order[pos:] + ["fc"]
 
 
