@@ -224,6 +224,16 @@ class ClipWriter:
                 self.tmp_path.unlink()
             except OSError:
                 pass
+            self._remove_folder_if_empty()
+
+    def _remove_folder_if_empty(self) -> None:
+        """A class folder without a clip makes the dataset unloadable (``train`` refuses an empty class), so the
+        folder this clip's first frame created goes with the clip. ``rmdir`` removes only an empty folder: the
+        clips of earlier recordings, or another recorder's temporary file, keep it."""
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
 
 
 def read_index(root: Path) -> list[dict[str, str]]:
