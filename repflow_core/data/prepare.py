@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .layout_scan import _read_lines
 from .layouts import DatasetError
+from .split_lists import _read_class_ind
 
 __all__ = ["maybe_generate_synthetic"]
 
@@ -54,11 +56,11 @@ def maybe_generate_synthetic(cfg: Any, log: Callable[[str], None], progress: boo
 def _warn_if_other_size(root: Path, data: Any, per_class: int, log: Callable[[str], None]) -> None:
     """A dataset folder written by another recipe (e.g. 40 clips per class where the config now asks for 320)
     is used as it is, not rewritten: say so, since the run then trains on other data than its config says."""
-    try:
+    try:  # the loader's own readers (comments, BOM); a folder they reject is the loader's to report
         lists = [root / data.train_list] + ([root / data.test_list] if data.test_list else [])
-        clips = sum(1 for path in lists if path.is_file() for line in path.read_text().splitlines() if line.strip())
-        classes = sum(1 for line in (root / "classInd.txt").read_text().splitlines() if line.strip())
-    except (OSError, UnicodeDecodeError):
+        clips = sum(len(_read_lines(path)) for path in lists if path.is_file())
+        classes = len(_read_class_ind(root / "classInd.txt"))
+    except (OSError, DatasetError):
         return
     if classes and clips != per_class * classes:
         log(f"note: {root} holds {clips} clips ({clips / classes:.0f} per class), not synthetic.per_class="
