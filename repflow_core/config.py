@@ -135,6 +135,11 @@ class SyntheticConfig:
     evaluation), and only the window's frames are rendered; ``min_window_motion`` (generation 2): only
     windows holding at least this share of the person motion of the clip's busiest window (0 = any window;
     see repflow_core.data.synthetic_stream for why).
+
+    ``generation2_per_class`` (files, with ``generation: 1``): that many generation-2 clips per class written
+    beside the generation-1 ones into the same folders and split lists (files ``g2_<action>_<i>``; clip ``i`` at
+    ``geometries[i % len]`` scaled to a short side of ``size``, rendered natively there; ``generator`` overrides;
+    clip seeds from ``seed + 1``), so one folder trains a model on both worlds. 0 = generation 1 only.
     """
 
     generate: bool = False
@@ -153,6 +158,7 @@ class SyntheticConfig:
     generator: dict[str, Any] = field(default_factory=dict)
     clip_frames: int = 40
     min_window_motion: float = 0.25
+    generation2_per_class: int = 0
 
     def validate(self) -> SyntheticConfig:
         if self.per_class < 2 or self.num_frames < 2 or self.size < 16:
@@ -165,6 +171,11 @@ class SyntheticConfig:
             raise ValueError(f"synthetic.render_scale must be in [0.1, 1], got {self.render_scale}")
         if self.train_clips < 1 or self.val_clips < 0 or self.test_clips < 0:
             raise ValueError("synthetic: train_clips must be >= 1, val_clips and test_clips >= 0")
+        if self.generation2_per_class < 0:
+            raise ValueError(f"synthetic.generation2_per_class must be >= 0, got {self.generation2_per_class}")
+        if self.generation2_per_class and self.generation != 1:
+            raise ValueError("synthetic.generation2_per_class adds generation-2 clips to a generation-1 set: "
+                             f"it needs synthetic.generation: 1, got {self.generation}")
         if self.clip_frames < 1:
             raise ValueError(f"synthetic.clip_frames must be >= 1, got {self.clip_frames}")
         if not 0.0 <= self.min_window_motion <= 1.0:

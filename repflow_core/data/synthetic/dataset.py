@@ -60,13 +60,17 @@ def write_dataset(
     generation: int = DEFAULT_GENERATION,
     config: SynthConfig | None = None,
     actions: tuple[str, ...] = ACTIONS,
+    sizes: list[tuple[int, int]] | None = None,
+    name_prefix: str = "",
 ) -> dict:
     """Render ``per_class`` clips of every action to video files plus UCF101-style split files.
 
-    Layout: ``out_dir/<action>/<action>_<i:04d>.avi`` (``.mp4`` if MJPG does not round-trip),
+    Layout: ``out_dir/<action>/<name_prefix><action>_<i:04d>.avi`` (``.mp4`` if MJPG does not round-trip),
     ``out_dir/trainlist.txt`` and ``out_dir/testlist.txt`` (one relative path per line), and
     ``out_dir/classInd.txt`` (``"1 idle"`` ...). Existing files are overwritten. ``generation``/``config``
     choose the renderer (see :func:`render_clip`); ``actions`` the classes (default: the ten of :data:`ACTIONS`).
+    ``sizes``: (height, width) per clip instead of ``size``, clip ``i`` of every class at ``sizes[i % len]`` (every
+    geometry gets the same share of each class and of its test clips' indices).
 
     Returns a summary dict: out_dir, codec, extension, num_videos, num_train, num_test, per_class,
     num_frames, size (height, width), fps, generation, seconds.
@@ -81,6 +85,7 @@ def write_dataset(
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {GENERATIONS}, got {generation!r}")
     hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    shapes = [(int(h), int(w)) for h, w in sizes] if sizes else [hw]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ext = _choose_extension(out, fps)
@@ -92,17 +97,20 @@ def write_dataset(
         (out / action).mkdir(exist_ok=True)
         test_idx = _split_indices(per_class, test_fraction, seed, ci)
         for i in range(per_class):
-            rel = f"{action}/{action}_{i:04d}{ext}"
-            frames = render_clip(action, num_frames, hw, _clip_seed(seed, ci, i), generation=generation, config=config)
+            rel = f"{action}/{name_prefix}{action}_{i:04d}{ext}"
+            frames = render_clip(action, num_frames, shapes[i % len(shapes)], _clip_seed(seed, ci, i),
+                                 generation=generation, config=config)
             write_video(out / rel, frames, fps)
             (test if i in test_idx else train).append(rel)
             bar.update(1)
     bar.close()
 
     # Check one file fully decodes back (the codec probe covered the rest of the pipeline).
-    first = read_video(out / train[0] if train else out / test[0])
-    if first.shape[:3] != (num_frames, hw[0], hw[1]):
-        raise RuntimeError(f"written video decodes as {first.shape}, expected {(num_frames, *hw, 3)}")
+    first_rel = train[0] if train else test[0]
+    first = read_video(out / first_rel)
+    want = shapes[int(first_rel.rsplit("_", 1)[1].split(".")[0]) % len(shapes)]
+    if first.shape[:3] != (num_frames, *want):
+        raise RuntimeError(f"written video decodes as {first.shape}, expected {(num_frames, *want, 3)}")
 
     _write_text(out / "trainlist.txt", "".join(f"{p}\n" for p in train))
     _write_text(out / "testlist.txt", "".join(f"{p}\n" for p in test))
@@ -110,7 +118,7 @@ def write_dataset(
     return {
         "out_dir": str(out), "codec": _FOURCC[ext], "extension": ext, "num_videos": len(train) + len(test),
         "num_train": len(train), "num_test": len(test), "per_class": per_class, "num_frames": num_frames,
-        "size": hw, "fps": fps, "generation": generation, "seconds": time.perf_counter() - t0,
+        "size": hw if not sizes else shapes, "fps": fps, "generation": generation, "seconds": time.perf_counter() - t0,
     }  # fmt: skip
 
 
