@@ -232,8 +232,8 @@ PARAMS: tuple[ParamDef, ...] = (
     ParamDef("frame_id", "camera_frame", "header.frame_id of the published images"),
     ParamDef("clip_frames", DEFAULT_CLIP_FRAMES, "frames per synthetic action clip", 1, 100000),
     ParamDef("seed", 0, "seed of the synthetic action order and clip rendering"),
-    ParamDef("generation", DEFAULT_GENERATION, "synthetic world: 1 (square renders, the packaged model's stronger world) or 2 "
-             "(rooms, varied people, robot camera)", 1, 2),
+    ParamDef("generation", DEFAULT_GENERATION, "synthetic world: 1 (square renders, the packaged model's stronger "
+             "world) or 2 (rooms, varied people, robot camera)", 1, 2),
     ParamDef("camera_motion", True, "generation 2: robot ego-motion (pan/tilt/zoom/shake) in the synthetic clips"),
     ParamDef("actions", None, "synthetic actions to cycle through (default: all of "
              "repflow_core.data.synthetic.ACTIONS)"),

@@ -12,7 +12,7 @@ import pytest
 
 from repflow_core.experiments import motion_comparison as mc
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "config" / "train_synthetic.yaml")
+CONFIG = str(Path(__file__).resolve().parents[1] / "config" / "train_synthetic_gen1.yaml")
 
 TINY = ["--config", CONFIG, "--sets", "motion", "--variants", "rgb", "flow", "--per-class", "2", "--frames", "6",
         "--render-size", "24",

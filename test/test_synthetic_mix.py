@@ -92,3 +92,13 @@ def test_a_mixed_folder_of_the_same_recipe_is_reused_without_a_note(mixed):
     assert maybe_generate_synthetic(mixed_config(root, **{"synthetic.generation2_per_class": "9"}), said.append,
                                     progress=False) is False
     assert "(6 per class), not the 2 + 9 per class" in said[0]
+
+
+def test_the_packaged_recipe_trains_on_both_worlds_with_the_whole_frame():
+    from repflow_core.checkpoint import load_checkpoint
+    from repflow_core.config import load_train_config
+    from repflow_core.recognizer import default_checkpoint
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "config" / "train_synthetic.yaml")
+    assert cfg.synthetic.generation == 1 and cfg.synthetic.generation2_per_class == cfg.synthetic.per_class > 0
+    assert cfg.data.crop == "full" and load_checkpoint(default_checkpoint()).input_spec.crop == "full"

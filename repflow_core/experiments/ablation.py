@@ -1,6 +1,6 @@
 """Ablations of the paper's design choices, each variant trained with the same budget on the same data.
 
-    python -m repflow_core.experiments.ablation --config config/train_synthetic.yaml \
+    python -m repflow_core.experiments.ablation --config config/train_synthetic_gen1.yaml \
         [--study flow | location | fusion | tables | gradient] [--variants KEY ...] [--set epochs=8 ...] \
         [--out runs/ablation]
 
@@ -225,7 +225,7 @@ def plot_results(results: dict, path: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/train_synthetic.yaml")
+    parser.add_argument("--config", default="config/train_synthetic_gen1.yaml")
     parser.add_argument("--study", choices=STUDIES, default="flow")
     parser.add_argument("--variants", nargs="+", default=None,
                         help="variant keys (none, single, fcf, <fusion>@<location>) instead of a --study")

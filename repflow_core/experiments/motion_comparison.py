@@ -4,7 +4,7 @@
         [--sets synthetic motion] [--variants rgb flow flow_joint fcf uftsn] [--per-class 24] [--epochs 10] \
         [--set data.size=56 ...]
 
-Variants (each the base config, ``config/train_synthetic.yaml`` with the budget overrides, plus only its fields):
+Variants (each the base config, ``config/train_synthetic_gen1.yaml`` with the budget overrides, plus only its fields):
 
 * ``rgb``: ActionNet without a flow layer (a bag of frames, Sec. 3.3);
 * ``flow``: one representation-flow layer (Algorithm 1) after ``--flow-after`` (default ``stem``);
@@ -292,7 +292,7 @@ def plot(summary: dict, path: Path) -> Path | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="config/train_synthetic.yaml", help="base training config")
+    p.add_argument("--config", default="config/train_synthetic_gen1.yaml", help="base training config")
     p.add_argument("--out", default="runs/motion_comparison")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
