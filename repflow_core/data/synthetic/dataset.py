@@ -86,6 +86,7 @@ def write_dataset(
         raise ValueError(f"generation must be one of {GENERATIONS}, got {generation!r}")
     hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     shapes = [(int(h), int(w)) for h, w in sizes] if sizes else [hw]
+    shape_of: dict[str, tuple[int, int]] = {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ext = _choose_extension(out, fps)
@@ -98,7 +99,8 @@ def write_dataset(
         test_idx = _split_indices(per_class, test_fraction, seed, ci)
         for i in range(per_class):
             rel = f"{action}/{name_prefix}{action}_{i:04d}{ext}"
-            frames = render_clip(action, num_frames, shapes[i % len(shapes)], _clip_seed(seed, ci, i),
+            shape_of[rel] = shapes[i % len(shapes)]
+            frames = render_clip(action, num_frames, shape_of[rel], _clip_seed(seed, ci, i),
                                  generation=generation, config=config)
             write_video(out / rel, frames, fps)
             (test if i in test_idx else train).append(rel)
@@ -108,7 +110,7 @@ def write_dataset(
     # Check one file fully decodes back (the codec probe covered the rest of the pipeline).
     first_rel = train[0] if train else test[0]
     first = read_video(out / first_rel)
-    want = shapes[int(first_rel.rsplit("_", 1)[1].split(".")[0]) % len(shapes)]
+    want = shape_of[first_rel]
     if first.shape[:3] != (num_frames, *want):
         raise RuntimeError(f"written video decodes as {first.shape}, expected {(num_frames, *want, 3)}")
 
